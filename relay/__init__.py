@@ -1,3 +1,3 @@
-"""oneroute-relay: OneRoute webhook events, verified, stored durably, relayed to Slack and Telegram."""
+"""oneroute-relay: OneRoute events, verified, stored durably, relayed to Slack and Telegram."""
 
 __version__ = "0.1.0"

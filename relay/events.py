@@ -7,6 +7,8 @@ OneRoute documents few guarantees, and every field may be null or missing.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,3 +59,52 @@ def conversation_key(event: Event) -> str | None:
     conversation (such events are delivered without an ordering constraint).
     """
     return text_at(event, "conversation.id") or text_at(event, "message.conversation_id")
+
+
+class InvalidEvent(ValueError):
+    """The body is not a JSON object; the message says why, for the 400 answer."""
+
+
+_LONE_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def parse_event(body: bytes) -> dict[str, Any]:
+    """The event in a request body, parsed as JSON.parse would (no NaN, no Infinity).
+
+    Lone surrogates (legal in JSON text, impossible to send on as UTF-8) become U+FFFD;
+    integers too long for Python's int parser become floats, as in JavaScript.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidEvent(f"the body is not UTF-8 (byte {error.start})") from None
+    try:
+        event = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
+    except RecursionError:
+        raise InvalidEvent("the JSON is nested too deeply") from None
+    except ValueError as error:
+        raise InvalidEvent(f"the body is not JSON: {error}") from None
+    if not isinstance(event, dict):
+        raise InvalidEvent("the body must be a JSON object")
+    if _LONE_SURROGATE_ESCAPE.search(body):
+        event = _replace_lone_surrogates(event)
+    return event
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_int(text: str) -> int | float:
+    return int(text) if len(text) < 4000 else float(text)  # int() refuses >4300 digits
+
+
+def _replace_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(item) for item in value]
+    return value

@@ -1,0 +1,269 @@
+"""The `relay` command (PRODUCT.md section 2). Exit codes: 0 ok, 1 invalid config or input, 2 usage.
+
+Every foreseeable failure ends in one clear line (or one line per config error) on stderr,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from relay import __version__, logs, redact
+from relay.config import Config, ConfigError, load_config
+from relay.events import InvalidEvent, parse_event
+from relay.routing import decide
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+class CLIError(Exception):
+    """A user-facing failure: printed as one line, exit 1."""
+
+
+def default_config() -> str:
+    return os.environ.get("RELAY_CONFIG") or "relay.yaml"
+
+
+def _load(file: str) -> Config:
+    config = load_config(file)
+    redact.register(*config.secrets())
+    return config
+
+
+def _read_input(file: str) -> bytes:
+    try:
+        return sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as error:
+        raise CLIError(f"{file}: cannot read: {error.strerror or error}") from None
+
+
+def _read_event(file: str) -> dict[str, Any]:
+    try:
+        return parse_event(_read_input(file))
+    except InvalidEvent as error:
+        raise CLIError(f"{file}: {error}") from None
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from relay.demo import curl_command
+    from relay.service import serve
+
+    logs.setup(args.log_level, args.log_format)
+    config = _load(args.config)
+    banner = _banner(config, args.config)
+    if args.uvloop:
+        import uvloop
+
+        uvloop.install()
+    return asyncio.run(serve(config, Path(args.config), banner + _curl_hint(curl_command(config))))
+
+
+def _banner(config: Config, file: str) -> str:
+    server = config.server
+    lines = [
+        f"oneroute-relay {__version__}: POST http://{server.host}:{server.port}{server.path}"
+        f" (config {file}, storage {_safe_storage(config.storage)})"
+    ]
+    for name, destination in config.destinations.items():
+        state = "on" if destination.enabled else "off (enabled is false or empty)"
+        lines.append(f"  destination {name} ({destination.type}): {state}")
+    return "\n".join(lines)
+
+
+def _curl_hint(curl: str | None) -> str:
+    if curl is None:
+        return "\nSign a test body with: relay sign -c FILE EVENT.json"
+    return (
+        "\n\nTry it: this posts a signed sample event (the example secret is in use; set "
+        f"ONEROUTE_SECRET for real traffic):\n\n  {curl}\n"
+    )
+
+
+def _safe_storage(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    enabled = sum(1 for d in config.destinations.values() if d.enabled)
+    print(
+        f"{args.config}: OK ({len(config.destinations)} destinations, {enabled} enabled; "
+        f"{len(config.routes)} routes)"
+    )
+    return EXIT_OK
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    event = _read_event(args.event)
+    decision = decide(config.routes, event)
+    if args.render:
+        from relay.destinations import preview
+
+        base = Path(args.config).parent
+        rendered = {
+            name: preview(name, config.destinations[name], event, base)
+            for name in decision.destinations
+            if config.destinations[name].enabled
+        }
+        print(redact.redact(json.dumps(rendered, indent=2, ensure_ascii=False)))
+        return EXIT_OK
+    print(f"routes: {', '.join(decision.routes) or '(none matched)'}")
+    if not decision.destinations:
+        print("destinations: (none: the event is stored and not delivered)")
+    for name in decision.destinations:
+        destination = config.destinations[name]
+        state = "" if destination.enabled else " (off: not delivered)"
+        print(f"  -> {name} ({destination.type}){state}")
+    return EXIT_OK
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from relay.ingest.signature import sign
+
+    config = _load(args.config)
+    body = _read_input(args.event)
+    print(sign(config.oneroute.secrets[0].get_secret_value(), body))
+    return EXIT_OK
+
+
+def cmd_dead_list(args: argparse.Namespace) -> int:
+    letters = _with_store(args.config, lambda store: store.dead_letters(limit=args.limit))
+    if not letters:
+        print("no dead deliveries")
+        return EXIT_OK
+    print(f"{'ID':>6}  {'DESTINATION':<20} {'REASON':<20} {'DIED (UTC)':<20} {'EVENT':<8} DETAIL")
+    for letter in letters:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter.died_at))
+        print(
+            f"{letter.id:>6}  {letter.destination:<20} {letter.reason:<20} {when:<20} "
+            f"{letter.event_id:<8} {redact.redact(letter.detail)}"
+        )
+    return EXIT_OK
+
+
+def cmd_dead_retry(args: argparse.Namespace) -> int:
+    if not args.all and not args.ids:
+        raise UsageError("dead retry needs delivery IDs (see relay dead list) or --all")
+    ids = None if args.all else args.ids
+    count = _with_store(args.config, lambda store: store.revive(ids, time.time()))
+    print(
+        f"{count} dead deliveries put back in line"
+        + (
+            ""
+            if ids is None or count == len(ids)
+            else f" ({len(ids) - count} of the ids given are not dead deliveries)"
+        )
+    )
+    return EXIT_OK
+
+
+def _with_store(file: str, action: Callable[[Any], Any]) -> Any:
+    from relay.store import StoreUnavailable, store_for
+
+    config = _load(file)
+
+    async def run() -> Any:
+        store = store_for(config.storage)
+        try:
+            await store.open()
+            return await action(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except StoreUnavailable as error:
+        raise CLIError(f"storage {_safe_storage(config.storage)}: {error}") from None
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+class UsageError(Exception):
+    """Misuse of the command line: usage on stderr, exit 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relay",
+        description="Relay OneRoute webhook events into Slack and Telegram.",
+    )
+    parser.add_argument("--version", action="version", version=f"oneroute-relay {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str, help: str, handler: Callable[[argparse.Namespace], int], parent: Any = commands
+    ) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, help=help, description=help)
+        sub.add_argument(
+            "-c",
+            "--config",
+            default=default_config(),
+            metavar="FILE",
+            help="config file (default: $RELAY_CONFIG, then ./relay.yaml)",
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    serve = command("serve", "run the server and the delivery workers", cmd_serve)
+    serve.add_argument("--log-format", choices=["text", "json"], default="text")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    serve.add_argument("--uvloop", action="store_true", help="run on uvloop (if installed)")
+    command("check", "validate the config; exit 0, or 1 with every error", cmd_check)
+    route = command("route", "which routes and destinations an event takes", cmd_route)
+    route.add_argument("event", metavar="EVENT.json", help="a OneRoute event body (- for stdin)")
+    route.add_argument("--render", action="store_true", help="print the exact API payloads")
+    sign = command("sign", "print the x-oneroute-signature for a body (for curl)", cmd_sign)
+    sign.add_argument("event", metavar="EVENT.json", help="the exact body to sign (- for stdin)")
+
+    dead = commands.add_parser(
+        "dead", help="deliveries that gave up", description="deliveries that gave up"
+    )
+    dead_commands = dead.add_subparsers(dest="dead_command", required=True, metavar="ACTION")
+    dead_list = command(
+        "list",
+        "deliveries that gave up: id, destination, reason, when",
+        cmd_dead_list,
+        dead_commands,
+    )
+    dead_list.add_argument("--limit", type=int, default=1000)
+    retry = command("retry", "put dead deliveries back in line", cmd_dead_retry, dead_commands)
+    retry.add_argument("ids", nargs="*", type=int, metavar="ID")
+    retry.add_argument("--all", action="store_true", help="every dead delivery")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 with usage on misuse
+    try:
+        return args.handler(args)
+    except UsageError as error:
+        parser.print_usage(sys.stderr)
+        print(f"relay: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return EXIT_INVALID
+    except CLIError as error:
+        print(redact.redact(str(error)), file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 130

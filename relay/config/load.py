@@ -1,0 +1,282 @@
+"""Load relay.yaml: read, interpolate, validate, cross-check; every error at once.
+
+Each error reads `FILE:LINE: key.path: message`, with a did-you-mean for misspelt names,
+so `relay check` can be fixed in one pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path as FilePath
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from relay.config.model import Config
+from relay.config.source import Issue, Path, Source, YAMLSyntaxError, parse
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ConfigError(Exception):
+    """The config cannot be used; `issues` says everything that is wrong with it."""
+
+    def __init__(self, file: str, issues: tuple[Issue, ...]) -> None:
+        super().__init__(file, issues)
+        self.file = file
+        self.issues = issues
+
+    def lines(self) -> list[str]:
+        ordered = sorted(self.issues, key=lambda issue: (issue.line or 0, format_path(issue.path)))
+        return [_format_issue(self.file, issue) for issue in ordered]
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def load_config(file: str | FilePath, environ: Mapping[str, str] | None = None) -> Config:
+    """The validated config in `file`; raises ConfigError naming every problem."""
+    name = str(file)
+    try:
+        raw = FilePath(file).read_bytes()
+    except FileNotFoundError:
+        raise _error(
+            name, "no such file (copy relay.yaml.example to relay.yaml, or pass -c FILE)"
+        ) from None
+    except IsADirectoryError:
+        raise _error(name, "is a directory, not a config file") from None
+    except OSError as error:
+        raise _error(name, f"cannot read: {error.strerror or error}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _error(name, f"not UTF-8 text (byte {error.start})") from None
+    return parse_config(text, name, environ)
+
+
+def parse_config(
+    text: str, name: str = "relay.yaml", environ: Mapping[str, str] | None = None
+) -> Config:
+    try:
+        source = parse(text, environ)
+    except YAMLSyntaxError as error:
+        raise ConfigError(name, (Issue((), str(error), error.line),)) from None
+    if not isinstance(source.data, dict):
+        found = "nothing" if source.data is None else f"a {_kind(source.data)}"
+        raise _error(
+            name,
+            f"the config must be a mapping of keys (oneroute, destinations, routes, ...); "
+            f"found {found}",
+            line=1,
+        )
+    issues = list(source.issues)
+    config: Config | None = None
+    try:
+        config = Config.model_validate(source.data)
+    except ValidationError as error:
+        # A value already reported (an unset variable) is not reported again for its emptiness.
+        reported = [issue.path for issue in issues]
+        issues.extend(
+            issue
+            for issue in _validation_issues(error, source)
+            if not any(path and _related(issue.path, path) for path in reported)
+        )
+    issues.extend(_cross_check(source))
+    if issues:
+        raise ConfigError(name, tuple(issues))
+    assert config is not None
+    return config
+
+
+def _related(a: Path, b: Path) -> bool:
+    """One path lies within the other (an empty value and the list that is then too short)."""
+    shorter = min(len(a), len(b))
+    return a[:shorter] == b[:shorter]
+
+
+def _error(name: str, message: str, line: int | None = None) -> ConfigError:
+    return ConfigError(name, (Issue((), message, line),))
+
+
+def _kind(value: object) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def format_path(path: Path) -> str:
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
+            text += f".{part}" if text else part
+        else:
+            text += f'["{part}"]'
+    return text
+
+
+def _format_issue(file: str, issue: Issue) -> str:
+    where = f"{file}:{issue.line}" if issue.line else file
+    path = format_path(issue.path)
+    return f"{where}: {path}: {issue.message}" if path else f"{where}: {issue.message}"
+
+
+def did_you_mean(word: str, candidates: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+# --- pydantic errors -> issues ----------------------------------------------------------------
+
+
+def _validation_issues(error: ValidationError, source: Source) -> list[Issue]:
+    issues = []
+    for detail in error.errors(include_url=False):
+        loc = tuple(detail["loc"])
+        path = _data_path(loc, source.data)
+        if detail["type"] == "union_tag_invalid":
+            path = (*path, "type")
+        issues.append(Issue(path, _message(detail, loc), _line(path, source)))
+    return issues
+
+
+def _data_path(loc: tuple[Any, ...], data: Any) -> Path:
+    """pydantic's loc names the union member (`destinations.x.slack.token`); drop it."""
+    path: list[str | int] = []
+    current = data
+    for part in loc:
+        if isinstance(current, dict) and part not in current and current.get("type") == part:
+            continue
+        path.append(part)
+        current = (
+            current.get(part)
+            if isinstance(current, dict)
+            else (
+                current[part]
+                if isinstance(current, list) and isinstance(part, int) and part < len(current)
+                else None
+            )
+        )
+    return tuple(path)
+
+
+def _line(path: Path, source: Source) -> int | None:
+    """The line of the key that holds the value (a mapping value starts a line later)."""
+    return source.key_lines.get(path) or source.line_of(path)
+
+
+def _message(detail: Mapping[str, Any], loc: tuple[Any, ...]) -> str:
+    kind, message = detail["type"], detail["msg"]
+    ctx = detail.get("ctx") or {}
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        return f"unknown key '{key}'{did_you_mean(key, _keys_at(loc[:-1]))}"
+    if kind == "missing":
+        return "required"
+    if kind == "too_short" and ctx.get("min_length") == 1:
+        return "must not be empty"
+    if kind == "union_tag_invalid":
+        tags = [tag.strip("' ") for tag in str(ctx.get("expected_tags", "")).split(",")]
+        tag = str(ctx.get("tag"))
+        return f"unknown type '{tag}'{did_you_mean(tag, tags)}; use one of: {', '.join(tags)}"
+    if kind == "union_tag_not_found":
+        return "type is required (slack, telegram or console)"
+    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model allows at `loc` (a pydantic loc, union members included)."""
+    annotation: Any = Config
+    for part in loc:
+        annotation = _step(annotation, part)
+        if annotation is None:
+            return []
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [field.alias or name for name, field in annotation.model_fields.items()]
+    return []
+
+
+def _step(annotation: Any, part: Any) -> Any:
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        for name, field in annotation.model_fields.items():
+            if part in (name, field.alias):
+                return field.annotation
+        return None
+    origin = typing.get_origin(annotation)
+    if origin is dict:
+        return typing.get_args(annotation)[1]
+    if origin is list:
+        return typing.get_args(annotation)[0]
+    if origin in (typing.Union, types.UnionType):
+        for member in typing.get_args(annotation):
+            member = _unwrap(member)
+            tag = getattr(member, "model_fields", {}).get("type")
+            if tag is not None and part in typing.get_args(tag.annotation):
+                return member
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+# --- checks across the file -------------------------------------------------------------------
+
+
+def _cross_check(source: Source) -> list[Issue]:
+    data = source.data
+    destinations = data.get("destinations")
+    known = list(destinations) if isinstance(destinations, dict) else []
+    issues: list[Issue] = []
+    for name in known:
+        if not _NAME.match(name):
+            path: Path = ("destinations", name)
+            issues.append(
+                Issue(
+                    path,
+                    f"destination name '{name}' may use only letters, digits, '_', '-' and '.'",
+                    source.key_lines.get(path),
+                )
+            )
+    routes = data.get("routes")
+    if not isinstance(routes, list):
+        return issues
+    seen: dict[str, int] = {}
+    for index, route in enumerate(routes):
+        if not isinstance(route, dict):
+            continue
+        name = route.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                path = ("routes", index, "name")
+                issues.append(
+                    Issue(
+                        path,
+                        f"duplicate route name '{name}' (also routes[{seen[name]}])",
+                        _line(path, source),
+                    )
+                )
+            seen.setdefault(name, index)
+        targets = route.get("to")
+        if not isinstance(targets, list):
+            continue
+        for position, target in enumerate(targets):
+            if isinstance(target, str) and target not in known:
+                path = ("routes", index, "to", position)
+                issues.append(
+                    Issue(
+                        path,
+                        f"unknown destination '{target}'{did_you_mean(target, known)}",
+                        source.line_of(path),
+                    )
+                )
+    return issues

@@ -1,0 +1,77 @@
+"""Logging: one line per request and per delivery outcome, as text or JSON, secrets masked.
+
+Call sites pass structured fields with `extra=fields(event_id=..., destination=...)`; the
+formatters write them as `key=value` pairs or JSON keys. Every line goes through
+`relay.redact.redact` last, so a token inside a library's message (httpx logs each Bot API
+URL, which contains the Telegram token) is masked too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any, Literal
+
+from relay.redact import redact
+
+LogFormat = Literal["text", "json"]
+_FIELDS = "relay_fields"
+
+
+def fields(**values: Any) -> dict[str, Any]:
+    """`extra=` for a log call: structured fields, None values left out."""
+    return {_FIELDS: {key: value for key, value in values.items() if value is not None}}
+
+
+def _fields_of(record: logging.LogRecord) -> dict[str, Any]:
+    return getattr(record, _FIELDS, {})
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{seconds}.{int(record.msecs):03d}Z"
+
+
+def _text_value(value: Any) -> str:
+    text = str(value)
+    return json.dumps(text) if (not text or any(c in text for c in ' "=\n')) else text
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        pairs = " ".join(f"{k}={_text_value(v)}" for k, v in _fields_of(record).items())
+        if pairs:
+            line = f"{line} {pairs}"
+        if record.exc_info:
+            line = f"{line}\n{self.formatException(record.exc_info)}"
+        return redact(line)
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            **_fields_of(record),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return redact(json.dumps(entry, ensure_ascii=False, default=str))
+
+
+def setup(level: str = "INFO", log_format: LogFormat = "text") -> None:
+    """Configure the root logger once, for the CLI."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # These log every request URL at INFO: the Telegram token is in it. Masked anyway, but
+    # a line per API call is noise; our own delivery lines say what happened.
+    for noisy in ("httpx", "httpcore", "telegram", "slack_sdk", "aiohttp.access", "hpack"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,169 @@
+"""Routing: which destinations an event goes to. Pure, so it is table-tested.
+
+Routes are tried in order; the first that matches wins, unless it says `continue: true`,
+in which case matching goes on. A route matches when every `when` key (a dotted path
+into the event) matches its matcher:
+
+  scalar            equality (true/false never equal 1/0; 1 equals 1.0)
+  [a, b]            any of the scalars
+  {regex: R}        re.search on the value's text (strings as they are, numbers and
+                    booleans as JSON writes them, objects and arrays as compact JSON;
+                    a null has no text and never matches)
+  {not: M}          the path exists and M does not match
+  {exists: bool}    whether the path is present (a present null exists)
+
+A path that is absent matches only {exists: false}.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from relay.events import get_path
+
+Scalar = str | int | float | bool | None
+_SCALAR_TYPES = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True)
+class Equals:
+    value: Scalar
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    values: tuple[Scalar, ...]
+
+
+@dataclass(frozen=True)
+class Regex:
+    pattern: re.Pattern[str]
+
+
+@dataclass(frozen=True)
+class Not:
+    inner: Matcher
+
+
+@dataclass(frozen=True)
+class Exists:
+    expected: bool
+
+
+Matcher = Equals | AnyOf | Regex | Not | Exists
+
+
+def parse_matcher(value: Any) -> Matcher:
+    """Build a matcher from its YAML form; ValueError says what is wrong and what is allowed."""
+    if isinstance(value, Equals | AnyOf | Regex | Not | Exists):
+        return value
+    if isinstance(value, _SCALAR_TYPES):
+        return Equals(value)
+    if isinstance(value, list):
+        for item in value:
+            if not isinstance(item, _SCALAR_TYPES):
+                raise ValueError("a list matches any of its values, which must be plain values")
+        return AnyOf(tuple(value))
+    if isinstance(value, Mapping):
+        if len(value) != 1:
+            raise ValueError(
+                "a matcher mapping has exactly one key: regex, not or exists "
+                f"(found {', '.join(map(str, value)) or 'none'})"
+            )
+        ((kind, argument),) = value.items()
+        if kind == "regex":
+            if not isinstance(argument, str):
+                raise ValueError("regex takes a string")
+            try:
+                return Regex(re.compile(argument))
+            except re.error as error:
+                raise ValueError(f"invalid regex {argument!r}: {error}") from None
+        if kind == "not":
+            try:
+                return Not(parse_matcher(argument))
+            except ValueError as error:
+                raise ValueError(f"in not: {error}") from None
+        if kind == "exists":
+            if not isinstance(argument, bool):
+                raise ValueError("exists takes true or false")
+            return Exists(argument)
+        raise ValueError(f"unknown matcher '{kind}': use regex, not or exists")
+    raise ValueError("a matcher is a value, a list of values, or {regex|not|exists: ...}")
+
+
+def matches(matcher: Matcher, found: bool, value: Any) -> bool:
+    """Whether a value (found at its path, or absent) satisfies the matcher."""
+    if isinstance(matcher, Exists):
+        return found == matcher.expected
+    if not found:
+        return False
+    if isinstance(matcher, Equals):
+        return _equal(matcher.value, value)
+    if isinstance(matcher, AnyOf):
+        return any(_equal(candidate, value) for candidate in matcher.values)
+    if isinstance(matcher, Regex):
+        text = _text(value)
+        return text is not None and matcher.pattern.search(text) is not None
+    return not matches(matcher.inner, found, value)
+
+
+def _equal(expected: Scalar, value: Any) -> bool:
+    # Python says True == 1; a config author writing `authUser: false` does not mean 0.
+    if isinstance(expected, bool) or isinstance(value, bool):
+        return isinstance(expected, bool) and isinstance(value, bool) and expected is value
+    if isinstance(expected, int | float) and isinstance(value, int | float):
+        return expected == value
+    return type(expected) is type(value) and expected == value
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class RouteLike(Protocol):
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def when(self) -> Mapping[str, Matcher]: ...
+    @property
+    def to(self) -> Sequence[str]: ...
+    @property
+    def continue_(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The routes an event matched (by name) and the destinations it goes to, in order."""
+
+    routes: tuple[str, ...]
+    destinations: tuple[str, ...]
+
+
+def route_matches(route: RouteLike, event: Mapping[str, Any]) -> bool:
+    return all(matches(matcher, *get_path(event, path)) for path, matcher in route.when.items())
+
+
+def route_name(route: RouteLike, index: int) -> str:
+    return route.name or f"routes[{index}]"
+
+
+def decide(routes: Sequence[RouteLike], event: Mapping[str, Any]) -> Decision:
+    """First match wins, unless it says continue; each destination is named once."""
+    names: list[str] = []
+    destinations: dict[str, None] = {}
+    for index, route in enumerate(routes):
+        if not route_matches(route, event):
+            continue
+        names.append(route_name(route, index))
+        destinations.update(dict.fromkeys(route.to))
+        if not route.continue_:
+            break
+    return Decision(tuple(names), tuple(destinations))

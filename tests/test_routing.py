@@ -1,0 +1,151 @@
+"""Routing is pure: a table of matchers, and first-match-with-continue over routes."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.config import parse_config
+from relay.routing import Matcher, decide, matches, parse_matcher
+
+SAMPLES = Path(__file__).parent / "data" / "oneroute"
+EVENT = json.loads((SAMPLES / "new-message-text.json").read_text())
+
+MISSING = object()
+
+
+def check(matcher_yaml: Any, value: Any) -> bool:
+    matcher = parse_matcher(matcher_yaml)
+    if value is MISSING:
+        return matches(matcher, False, None)
+    return matches(matcher, True, value)
+
+
+@pytest.mark.parametrize(
+    ("matcher", "value", "expected"),
+    [
+        ("WHATSAPP", "WHATSAPP", True),
+        ("WHATSAPP", "whatsapp", False),
+        ("WHATSAPP", MISSING, False),
+        ("WHATSAPP", None, False),
+        (False, False, True),
+        (False, 0, False),  # booleans never equal numbers, unlike Python's ==
+        (True, 1, False),
+        (0, False, False),
+        (1, 1.0, True),
+        (1, "1", False),
+        (None, None, True),  # a present null
+        (None, MISSING, False),  # absent is not null
+        (["a", "b"], "b", True),
+        (["a", "b"], "c", False),
+        (["a", None], None, True),
+        ([], "a", False),
+        ({"regex": "(?i)refund"}, "I want a REFUND please", True),
+        ({"regex": "^refund$"}, "a refund", False),
+        ({"regex": "^4"}, 42, True),  # numbers are searched as JSON writes them
+        ({"regex": "^true$"}, True, True),
+        ({"regex": ".*"}, None, False),  # a null has no text
+        ({"regex": "x"}, MISSING, False),
+        ({"regex": '"k":1'}, {"k": 1}, True),  # objects as compact JSON
+        ({"not": "WHATSAPP"}, "TELEGRAM", True),
+        ({"not": "WHATSAPP"}, "WHATSAPP", False),
+        ({"not": "WHATSAPP"}, MISSING, False),  # absent matches only {exists: false}
+        ({"not": {"regex": "spam"}}, "hello", True),
+        ({"not": {"not": "a"}}, "a", True),
+        ({"exists": True}, None, True),
+        ({"exists": True}, MISSING, False),
+        ({"exists": False}, MISSING, True),
+        ({"exists": False}, "", False),
+        ({"not": {"exists": False}}, "x", True),
+    ],
+)
+def test_matcher_table(matcher: Any, value: Any, expected: bool) -> None:
+    assert check(matcher, value) is expected
+
+
+@pytest.mark.parametrize(
+    ("matcher", "message"),
+    [
+        ({"regex": "("}, "invalid regex"),
+        ({"regex": 5}, "regex takes a string"),
+        ({"exists": "yes"}, "exists takes true or false"),
+        ({"regexp": "x"}, "unknown matcher 'regexp'"),
+        ({"regex": "a", "not": "b"}, "exactly one key"),
+        ([{"a": 1}], "plain values"),
+        ({"not": {"regex": "["}}, "in not: invalid regex"),
+    ],
+)
+def test_invalid_matchers_say_why(matcher: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_matcher(matcher)
+
+
+@dataclass
+class R:
+    to: list[str]
+    when: dict[str, Matcher] = field(default_factory=dict)
+    name: str | None = None
+    continue_: bool = False
+
+
+def when(**paths: Any) -> dict[str, Matcher]:
+    return {path.replace("__", "."): parse_matcher(m) for path, m in paths.items()}
+
+
+def test_first_match_wins() -> None:
+    routes = [R(["a"], when(event="newMessage"), "first"), R(["b"], name="second")]
+    decision = decide(routes, EVENT)
+    assert decision.routes == ("first",) and decision.destinations == ("a",)
+
+
+def test_continue_goes_on_and_destinations_are_named_once() -> None:
+    routes = [
+        R(["a", "b"], when(event="newMessage"), "one", continue_=True),
+        R(["x"], when(event="other"), "skipped"),
+        R(["b", "c"], name="two", continue_=True),
+        R(["d"], name="three"),
+        R(["e"], name="never"),
+    ]
+    decision = decide(routes, EVENT)
+    assert decision.routes == ("one", "two", "three")
+    assert decision.destinations == ("a", "b", "c", "d")
+
+
+def test_every_when_key_must_match() -> None:
+    route = R(["a"], when(event="newMessage", conversation__Channel__medium="TELEGRAM"))
+    assert decide([route], EVENT).destinations == ()
+
+
+def test_unnamed_routes_are_named_by_position_and_no_route_means_nowhere() -> None:
+    assert decide([R(["a"], when(event="x")), R(["b"])], EVENT).routes == ("routes[1]",)
+    assert decide([], EVENT).destinations == ()
+
+
+def test_paths_into_lists() -> None:
+    event = {"items": [{"id": "a"}, {"id": "b"}]}
+    assert decide([R(["x"], when(items__1__id="b"))], event).destinations == ("x",)
+    assert decide([R(["x"], when(items__2__id={"exists": False}))], event).destinations == (
+        "x",
+    )
+
+
+def test_product_example_routes() -> None:
+    config = parse_config((Path(__file__).parents[1] / "config" / "full.yaml").read_text(),
+                          environ={})
+    refund = json.loads(json.dumps(EVENT))
+    refund["message"]["content"] = "I need a Refund"
+    assert decide(config.routes, refund).routes == ("whatsapp-refunds", "lagos-line")
+    assert decide(config.routes, refund).destinations == (
+        "support-slack", "ops-telegram", "support-slack-hook")
+    assert decide(config.routes, EVENT).routes == ("lagos-line",)
+    agent = json.loads((SAMPLES / "new-message-from-agent.json").read_text())
+    assert decide(config.routes, agent).routes == ("everything-else",)
+    campaign = json.loads((SAMPLES / "campaign-delivery-report.json").read_text())
+    assert decide(config.routes, campaign).destinations == ("ops-telegram",)
+    unknown = json.loads((SAMPLES / "unknown-event.json").read_text())
+    assert decide(config.routes, unknown).destinations == ("terminal",)
