@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="FILE",
             help="config file (default: $RELAY_CONFIG, then ./relay.yaml)",
         )
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=handler, parser=sub)
         return sub
 
     serve = command("serve", "run the server and the delivery workers", cmd_serve)
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except UsageError as error:
-        parser.print_usage(sys.stderr)
+        args.parser.print_usage(sys.stderr)
         print(f"relay: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as error:

@@ -8,7 +8,9 @@ are masked; a Slack webhook URL is masked whole and by its secret path.
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Iterable
 from urllib.parse import quote, urlsplit
 
 MASK = "[REDACTED]"
@@ -49,3 +51,28 @@ def clear() -> None:
     global _secrets
     with _lock:
         _secrets = ()
+
+
+class RedactingFilter(logging.Filter):
+    """Scrub registered secrets from records (and their tracebacks) on the logger it sits on.
+
+    Our formatters redact every line they write; this filter is for records that reach
+    other handlers (a test's caplog, a handler an embedding application adds).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if redact(message) != message:
+            record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+def scrub_loggers(names: Iterable[str]) -> None:
+    """Attach the filter once to each named logger (a filter applies only on the logger a
+    record starts at, so every library logger that may carry a secret needs its own)."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())

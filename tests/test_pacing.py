@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from relay.destinations import limits_for
 from relay.config import parse_config
+from relay.destinations import limits_for
 from relay.pacing import Limit, Pacer
 
 

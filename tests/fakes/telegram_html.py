@@ -13,15 +13,28 @@ import re
 
 # Tag name -> attributes it may (or must) carry. https://core.telegram.org/bots/api#html-style
 ALLOWED_TAGS: dict[str, frozenset[str]] = {
-    "b": frozenset(), "strong": frozenset(), "i": frozenset(), "em": frozenset(),
-    "u": frozenset(), "ins": frozenset(), "s": frozenset(), "strike": frozenset(),
-    "del": frozenset(), "tg-spoiler": frozenset(), "span": frozenset({"class"}),
-    "a": frozenset({"href"}), "tg-emoji": frozenset({"emoji-id"}), "code": frozenset({"class"}),
-    "pre": frozenset(), "blockquote": frozenset({"expandable"}),
+    "b": frozenset(),
+    "strong": frozenset(),
+    "i": frozenset(),
+    "em": frozenset(),
+    "u": frozenset(),
+    "ins": frozenset(),
+    "s": frozenset(),
+    "strike": frozenset(),
+    "del": frozenset(),
+    "tg-spoiler": frozenset(),
+    "span": frozenset({"class"}),
+    "a": frozenset({"href"}),
+    "tg-emoji": frozenset({"emoji-id"}),
+    "code": frozenset({"class"}),
+    "pre": frozenset(),
+    "blockquote": frozenset({"expandable"}),
 }
 NAMED_ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
 
-_TOKEN = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)((?:\s+[a-zA-Z-]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s>]+))?)*)\s*>|&(#x[0-9a-fA-F]+|#[0-9]+|[a-zA-Z]+);|[<>&]")
+_TOKEN = re.compile(
+    r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)((?:\s+[a-zA-Z-]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s>]+))?)*)\s*>|&(#x[0-9a-fA-F]+|#[0-9]+|[a-zA-Z]+);|[<>&]"
+)
 _ATTR = re.compile(r"([a-zA-Z-]+)(?:\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s>]+))?")
 
 
@@ -47,21 +60,23 @@ def parse(text: str) -> str:
             continue
         closing, name, attrs = match.group(1), match.group(2).lower(), match.group(3)
         if name not in ALLOWED_TAGS:
-            raise EntityParseError(f"can't parse entities: unsupported start tag \"{name}\"")
+            raise EntityParseError(f'can\'t parse entities: unsupported start tag "{name}"')
         if closing:
             if not stack or stack[-1] != name:
-                raise EntityParseError(f"can't parse entities: unexpected end tag \"{name}\"")
+                raise EntityParseError(f'can\'t parse entities: unexpected end tag "{name}"')
             stack.pop()
             continue
         for attr, _ in _ATTR.findall(attrs):
             if attr.lower() not in ALLOWED_TAGS[name]:
-                raise EntityParseError(f"can't parse entities: unsupported attribute \"{attr}\"")
+                raise EntityParseError(f'can\'t parse entities: unsupported attribute "{attr}"')
         if name == "a" and "href" not in attrs.lower():
             raise EntityParseError("can't parse entities: a tag without href")
         stack.append(name)
     out.append(text[pos:])
     if stack:
-        raise EntityParseError(f"can't parse entities: can't find end tag corresponding to start tag \"{stack[-1]}\"")
+        raise EntityParseError(
+            f"can't parse entities: can't find end tag corresponding to start tag \"{stack[-1]}\""
+        )
     return "".join(out)
 
 

@@ -1,0 +1,27 @@
+"""Shared fixtures. The fakes are real HTTP servers on 127.0.0.1, so the real slack-sdk and
+python-telegram-bot clients are exercised end to end (tests/fakes/README.md)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.fakes.slack import FakeSlack
+from tests.fakes.telegram import FakeTelegram
+
+
+@pytest.fixture
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    """A fresh fake Slack (Web API at `.api_url`, webhooks from `.add_webhook()`) that
+    knows `tests.fakes.slack.BOT_TOKEN` and channel `CHANNEL`."""
+    async with FakeSlack.running() as slack:
+        yield slack
+
+
+@pytest.fixture
+async def fake_telegram() -> AsyncIterator[FakeTelegram]:
+    """A fresh fake Bot API at `.api_url` that knows `tests.fakes.telegram.TOKEN` and the
+    supergroup `CHAT_ID`."""
+    async with FakeTelegram.running() as telegram:
+        yield telegram

@@ -1,0 +1,465 @@
+"""A stateful stand-in for the Telegram Bot API, served on 127.0.0.1.
+
+python-telegram-bot talks to it unchanged (`Bot(token, base_url=f"{fake.api_url}/bot")`,
+or a sender's `api_url=fake.api_url`). It routes `/bot<token>/<method>` and enforces the
+rules the relay must live with: tokens (404 for a malformed one, 401 for a wrong one, as
+Telegram does), known chats, a bot kicked out, groups upgraded to supergroups, forum
+topics, replies, HTML entity parsing (tests/fakes/telegram_html.py), the 4096/1024 length
+limits counted in UTF-16 after parsing, media URLs Telegram will not fetch, and 429 with
+`parameters.retry_after`. Accepted messages are recorded in order (`fake.messages`).
+
+Bodies are read as Telegram reads them: PTB sends form-encoded fields (multipart only when
+uploading files) with every non-string value JSON-encoded, e.g. `reply_parameters=
+{"message_id": 3, ...}` and `chat_id=-100123`; JSON bodies and query strings work too.
+
+Fault knobs (`fake.faults`) and the `running()` context manager are shared with
+tests/fakes/slack.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.slack import FakeServer, Fault, RateWindow, request_params
+from tests.fakes.telegram_html import EntityParseError, parse, utf16_len
+
+TOKEN = "123456789:AAFakeTokenForRelayTests0123456789a"
+CHAT_ID = -1001000000001
+MAX_TEXT, MAX_CAPTION = 4096, 1024
+MEDIA_FIELDS = {
+    "sendPhoto": "photo",
+    "sendVideo": "video",
+    "sendDocument": "document",
+    "sendAudio": "audio",
+}
+_TOKEN_SHAPE = re.compile(r"\d+:[A-Za-z0-9_-]{30,}")
+_JSON_FIELDS = {
+    "reply_parameters",
+    "link_preview_options",
+    "reply_markup",
+    "entities",
+    "caption_entities",
+}
+_INT_FIELDS = {"message_thread_id", "reply_to_message_id", "user_id", "offset", "limit"}
+_BOOL_FIELDS = {
+    "disable_notification",
+    "protect_content",
+    "allow_sending_without_reply",
+    "has_spoiler",
+    "show_caption_above_media",
+}
+
+
+@dataclass
+class TelegramChat:
+    id: int | str
+    type: str  # private, group, supergroup, channel
+    title: str = "Relay tests"
+    forum: bool = False
+    topics: set[int] = field(default_factory=set)
+    kicked: bool = False
+    bot_status: str = "administrator"  # what getChatMember says about the bot
+    migrated_to: int | None = None
+    message_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TelegramPost:
+    """An accepted message. `text` is what readers see (HTML parsed) for a text message or
+    a caption; `raw` is what was sent; `media` the photo/video/... URL; `reply_to` the
+    message it replies to (None when the parent was missing and that was allowed)."""
+
+    message_id: int
+    chat_id: int | str
+    method: str
+    text: str | None
+    raw: str | None
+    media: str | None
+    parse_mode: str | None
+    thread_id: int | None
+    reply_to: int | None
+    at: float
+    params: dict[str, Any] = field(repr=False)
+
+
+class BotApiError(Exception):
+    def __init__(self, status: int, description: str, **parameters: Any) -> None:
+        super().__init__(description)
+        self.status, self.description, self.parameters = status, description, parameters
+
+
+class FakeTelegram(FakeServer):
+    """The Bot API methods the relay and `relay doctor` use."""
+
+    def __init__(
+        self, *, tokens: Iterable[str] = (TOKEN,), clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(clock)
+        self.tokens = set(tokens)
+        self.chats: dict[int | str, TelegramChat] = {}
+        self.refused_media: dict[str, str] = {}
+        self.messages: list[TelegramPost] = []
+        self.limits: list[tuple[RateWindow, Callable[[int | str], Any]]] = []
+        methods: dict[str, Callable[[str, dict[str, Any]], Any]] = {
+            "getMe": self._get_me,
+            "getChat": self._get_chat,
+            "getUpdates": self._get_updates,
+            "getChatMember": self._get_chat_member,
+            "sendMessage": self._send,
+            **dict.fromkeys(MEDIA_FIELDS, self._send),
+        }
+        # Bot API method names ignore case; handlers and records use the documented spelling.
+        self._methods = {name.lower(): (name, handler) for name, handler in methods.items()}
+        self.add_chat(CHAT_ID)
+        self.app.router.add_route("*", "/bot{token}/{method}", self._api)
+
+    @property
+    def api_url(self) -> str:
+        """The Bot API base, as `TelegramSender(api_url=...)` wants it (no /bot)."""
+        return self.base_url
+
+    def add_chat(
+        self,
+        chat_id: int | str,
+        *,
+        type: str | None = None,
+        forum: bool = False,
+        topics: Iterable[int] = (),
+        title: str = "Relay tests",
+    ) -> TelegramChat:
+        """A chat the bot is in. Type defaults from the id: -100… supergroup, other
+        negative ids group, positive ids private. A forum accepts only its `topics`."""
+        if type is None:
+            number = int(chat_id) if isinstance(chat_id, int) else 0
+            type = (
+                "supergroup"
+                if str(chat_id).startswith("-100")
+                else "group"
+                if number < 0
+                else "private"
+                if number > 0
+                else "channel"
+            )
+        chat = TelegramChat(chat_id, type, title, forum, set(topics))
+        self.chats[chat_id] = chat
+        return chat
+
+    def kick(self, chat_id: int | str) -> None:
+        """The bot was removed from the chat (or blocked by the user): 403 from now on."""
+        self.chats[chat_id].kicked = True
+
+    def migrate(self, chat_id: int, new_chat_id: int) -> TelegramChat:
+        """Upgrade a group to a supergroup: the old id answers 400 with migrate_to_chat_id."""
+        self.chats[chat_id].migrated_to = new_chat_id
+        return self.add_chat(new_chat_id, type="supergroup")
+
+    def refuse_media(
+        self, url: str, description: str = "wrong file identifier/HTTP URL specified"
+    ) -> None:
+        """Telegram will not fetch this media URL ("failed to get HTTP URL content", ...)."""
+        self.refused_media[url] = description
+
+    def enforce_rate_limits(
+        self,
+        *,
+        per_chat: tuple[int, float] = (1, 1.0),
+        per_group: tuple[int, float] = (20, 60.0),
+        per_bot: tuple[int, float] = (30, 1.0),
+    ) -> None:
+        """Answer 429 beyond Telegram's documented limits: 1 message/s per chat, 20/min in
+        a group (negative chat ids), 30/s per bot. Each is (messages, seconds)."""
+        self.limits = [
+            (RateWindow(*per_chat), lambda chat: chat),
+            (RateWindow(*per_group), lambda chat: chat if _is_group(chat) else None),
+            (RateWindow(*per_bot), lambda chat: "bot"),
+        ]
+
+    def messages_in(self, chat_id: int | str = CHAT_ID) -> list[TelegramPost]:
+        return [m for m in self.messages if m.chat_id == chat_id]
+
+    # -------------------------------------------------------------- routing
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method, handler = self._methods.get(
+            request.match_info["method"].lower(), (request.match_info["method"], None)
+        )
+        fault = self.faults.take()
+        if not await self.pause(fault.delay):
+            return web.Response(status=503)
+        try:
+            if fault.status is not None:
+                raise _fault_error(fault)
+            token = request.match_info["token"]
+            if token not in self.tokens:
+                # Telegram: 404 for a token that is not token-shaped, 401 for a wrong one.
+                raise (
+                    BotApiError(401, "Unauthorized")
+                    if _TOKEN_SHAPE.fullmatch(token)
+                    else BotApiError(404, "Not Found")
+                )
+            if handler is None:
+                raise BotApiError(404, "Not Found")
+            try:
+                params = _typed(await request_params(request))
+            except ValueError:
+                raise BotApiError(400, "Bad Request: can't parse JSON object") from None
+            result = handler(method, params)
+        except BotApiError as error:
+            self.note(method, error.status, error.description)
+            body: dict[str, Any] = {
+                "ok": False,
+                "error_code": error.status,
+                "description": error.description,
+            }
+            if error.parameters:
+                body["parameters"] = error.parameters
+            return web.json_response(body, status=error.status)
+        self.note(method, 200, None)
+        return web.json_response({"ok": True, "result": result})
+
+    # -------------------------------------------------------------- methods
+
+    def _get_me(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        return _bot_user()
+
+    def _get_updates(self, method: str, params: dict[str, Any]) -> list[Any]:
+        return []
+
+    def _get_chat(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        chat = self._chat(params)
+        return {
+            **_chat_json(chat),
+            "is_forum": chat.forum,
+            "accent_color_id": 0,
+            "max_reaction_count": 11,
+        }
+
+    def _get_chat_member(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        chat = self._chat(params)
+        status = chat.bot_status if params.get("user_id") == _bot_user()["id"] else "member"
+        member: dict[str, Any] = {"status": status, "user": _bot_user()}
+        if status == "administrator":
+            member |= {key: True for key in _ADMIN_RIGHTS}
+        return member
+
+    def _send(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        chat = self._chat(params)
+        thread_id = self._thread(chat, params.get("message_thread_id"))
+        reply_to = self._reply(chat, params)
+        text, media = self._content(method, params)
+        self._pace(chat.id)
+        message_id = len(chat.message_ids) + 1
+        chat.message_ids.append(message_id)
+        raw = params.get("caption" if method in MEDIA_FIELDS else "text")
+        self.messages.append(
+            TelegramPost(
+                message_id,
+                chat.id,
+                method,
+                text,
+                raw,
+                media,
+                params.get("parse_mode"),
+                thread_id,
+                reply_to,
+                self.clock(),
+                params,
+            )
+        )
+        return _message_json(message_id, chat, method, text, thread_id)
+
+    # -------------------------------------------------------------- rules
+
+    def _chat(self, params: dict[str, Any]) -> TelegramChat:
+        chat = self.chats.get(params.get("chat_id", ""))
+        if chat is None:
+            raise BotApiError(400, "Bad Request: chat not found")
+        if chat.migrated_to is not None:
+            raise BotApiError(
+                400,
+                "Bad Request: group chat was upgraded to a supergroup chat",
+                migrate_to_chat_id=chat.migrated_to,
+            )
+        if chat.kicked:
+            raise BotApiError(403, f"Forbidden: {_KICKED[chat.type]}")
+        return chat
+
+    def _thread(self, chat: TelegramChat, thread_id: int | None) -> int | None:
+        if thread_id is not None and (not chat.forum or thread_id not in chat.topics):
+            raise BotApiError(400, "Bad Request: message thread not found")
+        return thread_id
+
+    def _reply(self, chat: TelegramChat, params: dict[str, Any]) -> int | None:
+        reply = params.get("reply_parameters")
+        if reply is None and "reply_to_message_id" in params:
+            reply = {
+                "message_id": params["reply_to_message_id"],
+                "allow_sending_without_reply": params.get("allow_sending_without_reply"),
+            }
+        if reply is None:
+            return None
+        if not isinstance(reply, dict) or not isinstance(reply.get("message_id"), int):
+            raise BotApiError(400, "Bad Request: can't parse reply parameters JSON object")
+        if reply["message_id"] in chat.message_ids:
+            return int(reply["message_id"])
+        if reply.get("allow_sending_without_reply"):
+            return None
+        raise BotApiError(400, "Bad Request: message to be replied not found")
+
+    def _content(self, method: str, params: dict[str, Any]) -> tuple[str | None, str | None]:
+        """The visible text (or caption) and the media URL, or a refusal."""
+        media: str | None = None
+        if method in MEDIA_FIELDS:
+            media = _media(method, params.get(MEDIA_FIELDS[method]))
+            if media in self.refused_media:
+                raise BotApiError(400, f"Bad Request: {self.refused_media[media]}")
+        key, limit = ("caption", MAX_CAPTION) if media is not None else ("text", MAX_TEXT)
+        raw = params.get(key)
+        if raw is None and media is not None:
+            return None, media
+        visible = _visible(str(raw or ""), params.get("parse_mode"))
+        if media is None and not visible.strip():
+            raise BotApiError(400, "Bad Request: message text is empty")
+        if utf16_len(visible) > limit:
+            what = "message caption is too long" if media else "message is too long"
+            raise BotApiError(400, f"Bad Request: {what}")
+        return visible, media
+
+    def _pace(self, chat_id: int | str) -> None:
+        for window, key_of in self.limits:
+            key = key_of(chat_id)
+            wait = window.wait(key, self.clock()) if key is not None else 0.0
+            if wait > 0:
+                seconds = max(1, math.ceil(wait))
+                raise BotApiError(
+                    429, f"Too Many Requests: retry after {seconds}", retry_after=seconds
+                )
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _fault_error(fault: Fault) -> BotApiError:
+    if fault.status == 429:
+        seconds = fault.retry_after if fault.retry_after is not None else 1
+        return BotApiError(429, f"Too Many Requests: retry after {seconds:g}", retry_after=seconds)
+    status = fault.status or 503
+    return BotApiError(
+        status,
+        {500: "Internal Server Error", 502: "Bad Gateway"}.get(status, "Service Unavailable"),
+    )
+
+
+def _typed(params: dict[str, Any]) -> dict[str, Any]:
+    """Form fields are strings; give them the types Telegram reads them as."""
+    typed: dict[str, Any] = {}
+    for key, value in params.items():
+        if not isinstance(value, str):
+            typed[key] = value
+        elif key in _JSON_FIELDS:
+            typed[key] = json.loads(value)
+        elif key in _INT_FIELDS:
+            typed[key] = int(value)
+        elif key in _BOOL_FIELDS:
+            typed[key] = value.lower() == "true"
+        elif key == "chat_id":
+            typed[key] = int(value) if re.fullmatch(r"-?\d+", value) else value
+        else:
+            typed[key] = value
+    return typed
+
+
+def _visible(text: str, parse_mode: str | None) -> str:
+    if parse_mode is None or parse_mode.upper() != "HTML":
+        return text  # MarkdownV2 is not modelled: its text is taken as it is
+    try:
+        return parse(text)
+    except EntityParseError as error:
+        raise BotApiError(400, f"Bad Request: {error}") from None
+
+
+def _media(method: str, value: Any) -> str:
+    if isinstance(value, str) and value:
+        return value
+    if hasattr(value, "filename"):  # a multipart upload
+        return f"upload:{value.filename}"
+    raise BotApiError(400, f"Bad Request: there is no {MEDIA_FIELDS[method]} in the request")
+
+
+def _is_group(chat_id: int | str) -> bool:
+    return isinstance(chat_id, int) and chat_id < 0
+
+
+def _bot_user() -> dict[str, Any]:
+    return {
+        "id": int(TOKEN.split(":")[0]),
+        "is_bot": True,
+        "first_name": "Relay",
+        "username": "relay_test_bot",
+        "can_join_groups": True,
+        "can_read_all_group_messages": False,
+        "supports_inline_queries": False,
+    }
+
+
+def _chat_json(chat: TelegramChat) -> dict[str, Any]:
+    if chat.type == "private":
+        return {"id": chat.id, "type": "private", "first_name": chat.title}
+    return {"id": chat.id, "type": chat.type, "title": chat.title}
+
+
+def _message_json(
+    message_id: int, chat: TelegramChat, method: str, text: str | None, thread_id: int | None
+) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "message_id": message_id,
+        "date": int(time.time()),
+        "chat": _chat_json(chat),
+        "from": _bot_user(),
+    }
+    if thread_id is not None:
+        message |= {"message_thread_id": thread_id, "is_topic_message": True}
+    file = {"file_id": f"file-{chat.id}-{message_id}", "file_unique_id": f"u{message_id}"}
+    media_json: dict[str, Any] = {
+        "sendPhoto": {"photo": [{**file, "width": 640, "height": 480}]},
+        "sendVideo": {"video": {**file, "width": 640, "height": 480, "duration": 1}},
+        "sendDocument": {"document": file},
+        "sendAudio": {"audio": {**file, "duration": 1}},
+    }
+    if method in media_json:
+        message |= media_json[method]
+        if text is not None:
+            message["caption"] = text
+    else:
+        message["text"] = text
+    return message
+
+
+_KICKED = {
+    "group": "bot was kicked from the group chat",
+    "supergroup": "bot was kicked from the supergroup chat",
+    "channel": "bot is not a member of the channel chat",
+    "private": "bot was blocked by the user",
+}
+_ADMIN_RIGHTS = (
+    "can_be_edited",
+    "is_anonymous",
+    "can_manage_chat",
+    "can_delete_messages",
+    "can_manage_video_chats",
+    "can_restrict_members",
+    "can_promote_members",
+    "can_change_info",
+    "can_invite_users",
+    "can_post_stories",
+    "can_edit_stories",
+    "can_delete_stories",
+)
