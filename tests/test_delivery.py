@@ -1,0 +1,279 @@
+"""End to end in one process: HTTP in, real SDKs out to the fake Slack and Telegram servers.
+
+The relay runs whole (ingest, SQLite store, lanes, senders); only the platforms are fakes,
+and they enforce the platforms' rules. Timing figures here are generous bounds for a slow
+CI machine, not performance assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import textwrap
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from relay.config import parse_config
+from relay.ingest.signature import sign
+from relay.service import Relay
+from relay.store.sqlite import SQLiteStore
+from tests.fakes import slack as fake_slack_module
+from tests.fakes import telegram as fake_telegram_module
+from tests.fakes.slack import FakeSlack
+from tests.fakes.telegram import FakeTelegram
+
+SECRET = "delivery-test-secret"
+
+
+def event(conversation: str, n: int, **message: Any) -> bytes:
+    return json.dumps({
+        "event": "newMessage",
+        "message": {"sender": {"name": f"Customer {conversation}", "authUser": False},
+                    "content": f"{conversation}-msg-{n}", "conversation_id": conversation,
+                    **message},
+        "conversation": {"id": conversation, "status": "open",
+                         "Channel": {"name": "Line", "medium": "WHATSAPP"}},
+    }).encode()
+
+
+def numbers(texts: list[str], conversation: str) -> list[int]:
+    return [int(m) for t in texts for m in re.findall(rf"{conversation}-msg-(\d+)", t)]
+
+
+class Harness:
+    """A running relay and an HTTP client for its endpoint."""
+
+    def __init__(self, relay: Relay, client: TestClient[Any, Any]) -> None:
+        self.relay = relay
+        self.client = client
+
+    async def post(self, body: bytes) -> int:
+        response = await self.client.post(
+            "/webhooks/oneroute", data=body, headers={"x-oneroute-signature": sign(SECRET, body)}
+        )
+        return response.status
+
+
+RelayMaker = Callable[..., Any]
+
+
+@pytest.fixture
+async def make_relay(
+    tmp_path: Path, aiohttp_client: Any
+) -> AsyncIterator[Callable[..., Any]]:
+    relays: list[Relay] = []
+
+    async def make(destinations: str, routes: str = "- to: [dest]\n") -> Harness:
+        text = (
+            f'oneroute: {{secrets: ["{SECRET}"]}}\n'
+            f"storage: sqlite:///{tmp_path}/relay.db\n"
+            "delivery: {timeout: 2s}\n"
+            "destinations:\n" + textwrap.indent(textwrap.dedent(destinations), "  ")
+            + "routes:\n" + textwrap.indent(textwrap.dedent(routes), "  ")
+        )
+        config = parse_config(text, environ={})
+        relay = Relay(config, tmp_path / "relay.yaml", SQLiteStore(tmp_path / "relay.db"))
+        await relay.start()
+        relays.append(relay)
+        return Harness(relay, await aiohttp_client(relay.app()))
+
+    yield make
+    for relay in relays:
+        await relay.stop()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def slack_destination(slack: FakeSlack, extra: str = "max_per_second: 100") -> str:
+    return f"""
+    dest:
+      type: slack
+      token: {fake_slack_module.BOT_TOKEN}
+      channel: {fake_slack_module.CHANNEL}
+      api_url: {slack.api_url}
+      {extra}
+    """
+
+
+def telegram_destination(telegram: FakeTelegram, extra: str = "max_per_second: 100") -> str:
+    return f"""
+    dest:
+      type: telegram
+      token: "{fake_telegram_module.TOKEN}"
+      chat_id: {fake_telegram_module.CHAT_ID}
+      api_url: {telegram.api_url}
+      {extra}
+    """
+
+
+async def test_outage_of_several_seconds_loses_nothing_and_keeps_order(
+    make_relay: Any, fake_slack: FakeSlack
+) -> None:
+    harness = await make_relay(slack_destination(fake_slack))
+    fake_slack.faults.fail_next(10_000, status=503)
+    conversations = ["a", "b", "c"]
+    for n in range(4):
+        for conversation in conversations:
+            assert await harness.post(event(conversation, n)) == 200
+    await asyncio.sleep(2.5)  # the outage: every call answers 503
+    assert fake_slack.messages == []
+    assert fake_slack.count(503) >= 3
+    fake_slack.faults.clear()
+    await until(lambda: len(fake_slack.messages) == 12)
+    texts = [post.text for post in fake_slack.messages]
+    for conversation in conversations:
+        assert numbers(texts, conversation) == [0, 1, 2, 3]
+
+
+async def test_429_storm_with_retry_after_is_honoured(
+    make_relay: Any, fake_telegram: FakeTelegram
+) -> None:
+    harness = await make_relay(telegram_destination(fake_telegram))
+    fake_telegram.faults.rate_limit_next(3, retry_after=0.4)
+    started = time.monotonic()
+    for n in range(5):
+        assert await harness.post(event("x", n)) == 200
+    await until(lambda: len(fake_telegram.messages) == 5)
+    assert numbers([p.text for p in fake_telegram.messages], "x") == [0, 1, 2, 3, 4]
+    # Three 429s in a row, each with retry_after 0.4 s: the lane waited each time.
+    assert time.monotonic() - started >= 1.2
+    assert fake_telegram.count(429) == 3
+
+
+async def test_permanent_errors_are_dead_lettered_after_one_attempt(
+    make_relay: Any, fake_slack: FakeSlack
+) -> None:
+    destinations = f"""
+    dest:
+      type: slack
+      token: {fake_slack_module.BOT_TOKEN}
+      channel: C0NOSUCHCHAN
+      api_url: {fake_slack.api_url}
+    revoked:
+      type: slack
+      token: xoxb-revoked-0000000000
+      channel: {fake_slack_module.CHANNEL}
+      api_url: {fake_slack.api_url}
+    """
+    harness = await make_relay(destinations, "- to: [dest, revoked]\n")
+    assert await harness.post(event("p", 1)) == 200
+    store = harness.relay.store
+    await until(lambda: len(fake_slack.calls) >= 2)
+    for _ in range(100):
+        if await store.dead_count() == 2:
+            break
+        await asyncio.sleep(0.02)
+    letters = {d.destination: d for d in await store.dead_letters()}
+    assert letters["dest"].reason == "channel_not_found" and letters["dest"].attempts == 1
+    assert letters["revoked"].reason == "unauthorized" and letters["revoked"].attempts == 1
+    assert len(fake_slack.calls) == 2  # no retries
+    assert "xoxb-revoked-0000000000" not in letters["revoked"].detail
+
+
+async def test_slack_threads_by_conversation(make_relay: Any, fake_slack: FakeSlack) -> None:
+    harness = await make_relay(slack_destination(
+        fake_slack, "max_per_second: 100\n      thread_by_conversation: true"))
+    # Two messages of a new conversation arriving together make one parent, not two.
+    statuses = await asyncio.gather(harness.post(event("t", 0)), harness.post(event("t", 1)))
+    assert statuses == [200, 200]
+    assert await harness.post(event("t", 2)) == 200
+    assert await harness.post(event("u", 0)) == 200
+    await until(lambda: len(fake_slack.messages) == 4)
+    by_text = {numbers([p.text], "t")[0] if "t-msg" in p.text else "u": p
+               for p in fake_slack.messages}
+    parent = by_text[0]
+    assert parent.thread_ts is None
+    assert by_text[1].thread_ts == parent.ts and by_text[1].thread_found
+    assert by_text[2].thread_ts == parent.ts
+    assert by_text["u"].thread_ts is None
+
+
+async def test_telegram_replies_by_conversation_and_topic(
+    make_relay: Any, fake_telegram: FakeTelegram
+) -> None:
+    chat = -1002000000002
+    fake_telegram.add_chat(chat, forum=True, topics=(7,))
+    harness = await make_relay(f"""
+    dest:
+      type: telegram
+      token: "{fake_telegram_module.TOKEN}"
+      chat_id: {chat}
+      topic_id: 7
+      thread_by_conversation: true
+      max_per_second: 100
+      api_url: {fake_telegram.api_url}
+    """)
+    for n in range(3):
+        assert await harness.post(event("r", n)) == 200
+    await until(lambda: len(fake_telegram.messages_in(chat)) == 3)
+    first, second, third = fake_telegram.messages_in(chat)
+    assert first.reply_to is None and first.thread_id == 7
+    assert second.reply_to == first.message_id and third.reply_to == first.message_id
+
+
+async def test_media_refused_by_telegram_falls_back_to_a_link(
+    make_relay: Any, fake_telegram: FakeTelegram
+) -> None:
+    url = "https://files.example.com/broken.jpg"
+    fake_telegram.refuse_media(url)
+    harness = await make_relay(telegram_destination(fake_telegram))
+    assert await harness.post(event("m", 0, imageUrl=url, contentType="IMAGE")) == 200
+    await until(lambda: len(fake_telegram.messages) >= 1)
+    await asyncio.sleep(0.2)
+    assert all(post.method == "sendMessage" for post in fake_telegram.messages)
+    assert any(url in post.raw for post in fake_telegram.messages)
+    assert await harness.relay.store.dead_count() == 0
+
+
+async def test_slack_image_it_cannot_download_costs_only_the_image(
+    make_relay: Any, fake_slack: FakeSlack
+) -> None:
+    url = "https://files.example.com/broken.png"
+    fake_slack.break_image(url)
+    harness = await make_relay(slack_destination(fake_slack))
+    assert await harness.post(event("i", 0, imageUrl=url, contentType="IMAGE")) == 200
+    await until(lambda: len(fake_slack.messages) == 1)
+    (post,) = fake_slack.messages
+    assert all(block.get("type") != "image" for block in post.blocks or [])
+    assert url in json.dumps(post.blocks)
+
+
+async def test_pacing_keeps_to_one_message_per_second_per_channel(
+    make_relay: Any, fake_slack: FakeSlack
+) -> None:
+    fake_slack.enforce_rate_limit(messages=1, per=1.0)
+    harness = await make_relay(slack_destination(fake_slack, extra=""))
+    for n in range(4):
+        assert await harness.post(event("s", n)) == 200
+    await until(lambda: len(fake_slack.messages) == 4, timeout=15)
+    gaps = [b.at - a.at for a, b in zip(fake_slack.messages, fake_slack.messages[1:],
+                                         strict=False)]
+    assert all(gap >= 0.95 for gap in gaps), gaps
+    assert fake_slack.count(429) == 0
+
+
+async def test_console_destination_prints_what_would_be_sent(
+    make_relay: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    harness = await make_relay("""
+    dest: {type: console}
+    """)
+    assert await harness.post(event("k", 0)) == 200
+    for _ in range(200):
+        if "k-msg-0" in capsys.readouterr().out:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the console destination printed nothing")

@@ -1,0 +1,125 @@
+"""The relay as a process: kill -9 mid-delivery loses nothing; SIGTERM drains and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import slack as fake_slack_module
+from tests.fakes.slack import FakeSlack
+from tests.process import RelayProcess, free_port
+
+SECRET = "process-test-secret"
+
+
+def event(conversation: str, n: int) -> bytes:
+    return json.dumps({
+        "event": "newMessage",
+        "message": {"sender": {"name": "C"}, "content": f"{conversation}-msg-{n}"},
+        "conversation": {"id": conversation},
+    }).encode()
+
+
+def write_config(tmp_path: Path, slack: FakeSlack, port: int, rate: float) -> Path:
+    config = tmp_path / "relay.yaml"
+    config.write_text(
+        f"""
+server: {{host: 127.0.0.1, port: {port}}}
+oneroute: {{secrets: ["{SECRET}"]}}
+storage: sqlite:///{tmp_path}/relay.db
+destinations:
+  dest:
+    type: slack
+    token: {fake_slack_module.BOT_TOKEN}
+    channel: {fake_slack_module.CHANNEL}
+    api_url: {slack.api_url}
+    max_per_second: {rate}
+routes:
+  - to: [dest]
+"""
+    )
+    return config
+
+
+@pytest.fixture
+def processes() -> Iterator[list[RelayProcess]]:
+    started: list[RelayProcess] = []
+    yield started
+    for process in started:
+        process.stop_quietly()
+
+
+async def wait_for(condition: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_kill_9_mid_delivery_then_restart_delivers_every_acknowledged_event(
+    tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess]
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path, fake_slack, port, rate=5)
+    relay = RelayProcess(config, port, SECRET)
+    processes.append(relay)
+    await relay.start()
+    sent = [(c, n) for n in range(8) for c in ("a", "b", "c")]
+    for conversation, n in sent:
+        assert await relay.post(event(conversation, n)) == 200
+    await wait_for(lambda: len(fake_slack.messages) >= 5, timeout=20)
+    await relay.kill()
+    delivered_before = len(fake_slack.messages)
+    assert delivered_before < len(sent), "the kill should land mid-delivery"
+
+    restarted = RelayProcess(config, port, SECRET)
+    processes.append(restarted)
+    await restarted.start()
+    received = lambda: {  # noqa: E731
+        m for post in fake_slack.messages for m in re.findall(r"\w-msg-\d+", post.text)
+    }
+    await wait_for(lambda: len(received()) == len(sent), timeout=30)
+    texts = [re.search(r"\w-msg-\d+", post.text).group(0)  # type: ignore[union-attr]
+             for post in fake_slack.messages]
+    for conversation in ("a", "b", "c"):
+        numbers = [int(t.split("-")[-1]) for t in texts if t.startswith(conversation)]
+        # In order; at most the send that was in flight at the kill is repeated.
+        deduplicated = [n for i, n in enumerate(numbers) if i == 0 or n != numbers[i - 1]]
+        assert deduplicated == list(range(8)), numbers
+    assert len(texts) - len(sent) <= 1
+    restarted.signal(signal.SIGTERM)
+    assert await restarted.wait() == 0
+
+
+async def test_sigterm_stops_intake_finishes_the_send_in_flight_and_exits_0(
+    tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess]
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path, fake_slack, port, rate=100)
+    relay = RelayProcess(config, port, SECRET)
+    processes.append(relay)
+    await relay.start()
+    fake_slack.faults.delay_next(1, seconds=1.5)
+    assert await relay.post(event("z", 0)) == 200
+    await asyncio.sleep(0.5)  # the send is now in flight, held 1.5 s by the fake
+    relay.signal(signal.SIGTERM)
+    assert await relay.wait(timeout=15) == 0
+    assert [re.search(r"z-msg-\d", p.text).group(0) for p in fake_slack.messages] == [  # type: ignore[union-attr]
+        "z-msg-0"
+    ]
+    assert "stopped" in relay.output()
+    # Nothing is left pending: a restart sends nothing again.
+    again = RelayProcess(config, port, SECRET)
+    processes.append(again)
+    await again.start()
+    await asyncio.sleep(0.5)
+    assert len(fake_slack.messages) == 1
+    again.signal(signal.SIGTERM)
+    assert await again.wait() == 0
