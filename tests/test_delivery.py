@@ -27,6 +27,7 @@ from tests.fakes import slack as fake_slack_module
 from tests.fakes import telegram as fake_telegram_module
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
+from tests.waiting import until
 
 SECRET = "delivery-test-secret"
 
@@ -86,14 +87,6 @@ async def make_relay(
     yield make
     for relay in relays:
         await relay.stop()
-
-
-async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def slack_destination(slack: FakeSlack, extra: str = "max_per_second: 100") -> str:
@@ -257,7 +250,7 @@ async def test_pacing_keeps_to_one_message_per_second_per_channel(
     harness = await make_relay(slack_destination(fake_slack, extra=""))
     for n in range(4):
         assert await harness.post(event("s", n)) == 200
-    await until(lambda: len(fake_slack.messages) == 4, timeout=15)
+    await until(lambda: len(fake_slack.messages) == 4, within=15)
     gaps = [b.at - a.at for a, b in zip(fake_slack.messages, fake_slack.messages[1:],
                                          strict=False)]
     assert all(gap >= 0.95 for gap in gaps), gaps

@@ -6,7 +6,6 @@ import asyncio
 import json
 import re
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from tests.fakes import slack as fake_slack_module
 from tests.fakes.slack import FakeSlack
 from tests.process import RelayProcess, free_port
+from tests.waiting import until
 
 SECRET = "process-test-secret"
 
@@ -56,13 +56,6 @@ def processes() -> Iterator[list[RelayProcess]]:
         process.stop_quietly()
 
 
-async def wait_for(condition: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_kill_9_mid_delivery_then_restart_delivers_every_acknowledged_event(
     tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess]
 ) -> None:
@@ -74,7 +67,7 @@ async def test_kill_9_mid_delivery_then_restart_delivers_every_acknowledged_even
     sent = [(c, n) for n in range(8) for c in ("a", "b", "c")]
     for conversation, n in sent:
         assert await relay.post(event(conversation, n)) == 200
-    await wait_for(lambda: len(fake_slack.messages) >= 5, timeout=20)
+    await until(lambda: len(fake_slack.messages) >= 5, within=20)
     await relay.kill()
     delivered_before = len(fake_slack.messages)
     assert delivered_before < len(sent), "the kill should land mid-delivery"
@@ -85,7 +78,7 @@ async def test_kill_9_mid_delivery_then_restart_delivers_every_acknowledged_even
     received = lambda: {  # noqa: E731
         m for post in fake_slack.messages for m in re.findall(r"\w-msg-\d+", post.text)
     }
-    await wait_for(lambda: len(received()) == len(sent), timeout=30)
+    await until(lambda: len(received()) == len(sent), within=30)
     texts = [re.search(r"\w-msg-\d+", post.text).group(0)  # type: ignore[union-attr]
              for post in fake_slack.messages]
     for conversation in ("a", "b", "c"):
