@@ -68,6 +68,16 @@ config_last_reload_successful = Gauge(
 )
 
 
+for _result in ("success", "failure"):
+    config_reloads.labels(_result)  # both series exist from the start, at 0
+
+
+def config_loaded() -> None:
+    """The config in use was loaded successfully (at start, or by a reload)."""
+    config_last_reload_successful.set(1)
+    config_last_reload_success.set_to_current_time()
+
+
 def event_label(name: str | None) -> str:
     if name is None:
         return "unknown"

@@ -51,6 +51,7 @@ class Relay:
 
     async def start(self) -> None:
         redact.register(*self.config.secrets())
+        metrics.config_loaded()
         await self.store.open()
         await self._bury_orphans(self.config)
         for name in self._enabled(self.config):
@@ -143,8 +144,7 @@ class Relay:
         if config.server != old.server:
             log.warning("server settings changed: they take effect on restart")
         metrics.config_reloads.labels("success").inc()
-        metrics.config_last_reload_successful.set(1)
-        metrics.config_last_reload_success.set_to_current_time()
+        metrics.config_loaded()
         log.info("config reloaded", extra=fields(restarted=",".join(changed) or "-"))
         return True
 
