@@ -288,3 +288,42 @@ def test_example_config_delivers_for_real_when_credentials_are_set() -> None:
 def test_schema_file_is_in_sync_with_the_model() -> None:
     on_disk = json.loads((ROOT / "config" / "relay.schema.json").read_text())
     assert on_disk == schema(), "run `make schema` to regenerate config/relay.schema.json"
+
+
+def test_template_errors_are_reported_with_their_lines(tmp_path: Path) -> None:
+    (tmp_path / "good.j2").write_text("{{ sender }}: {{ content }}\n")
+    (tmp_path / "bad.j2").write_text("ok\n{% if content %}\nno endif\n")
+    config = tmp_path / "relay.yaml"
+    config.write_text(textwrap.dedent("""
+        oneroute: {secrets: ["a-long-enough-secret"]}
+        destinations:
+          a:
+            type: slack
+            webhook_url: https://hooks.slack.com/services/T0/B0/XXXXXXXX
+            template: |
+              {{ sender }}
+              {{ content | }}
+          b:
+            type: telegram
+            token: "123:abcdefgh"
+            chat_id: -1
+            template_file: bad.j2
+          c: {type: telegram, token: "123:abcdefgh", chat_id: -1, template_file: good.j2}
+          d: {type: telegram, token: "123:abcdefgh", chat_id: -1, template_file: none.j2}
+          e: {type: console, template: "x"}
+          f: {type: slack, token: xoxb-123456789, channel: C1, template: x, template_file: good.j2}
+    """))
+    with pytest.raises(ConfigError) as caught:
+        load_config(config, environ={})
+    lines = [line.removeprefix(f"{config}:") for line in caught.value.lines()]
+    assert lines[0].startswith("7: destinations.a.template: line 2: ")
+    assert lines[1].startswith("14: destinations.b.template_file: bad.j2:")
+    assert "endif" in lines[1] or "end of template" in lines[1]
+    assert lines[2] == (
+        "16: destinations.d.template_file: cannot read none.j2: No such file or directory"
+    )
+    assert lines[3] == (
+        "17: destinations.e.template: only slack and telegram destinations take a template"
+    )
+    assert lines[4] == "18: destinations.f.template: set template or template_file, not both"
+    assert len(lines) == 5

@@ -86,6 +86,7 @@ def parse_config(
             if not any(path and _related(issue.path, path) for path in reported)
         )
     issues.extend(_cross_check(source))
+    issues.extend(_check_templates(source, FilePath(name).parent))
     if issues:
         raise ConfigError(name, tuple(issues))
     assert config is not None
@@ -230,6 +231,55 @@ def _unwrap(annotation: Any) -> Any:
 
 
 # --- checks across the file -------------------------------------------------------------------
+
+
+def _check_templates(source: Source, base: FilePath) -> list[Issue]:
+    """Compile every destination template now, so `relay check` shows its syntax errors."""
+    from relay.render.template import TemplateError, compile_template
+
+    destinations = source.data.get("destinations")
+    if not isinstance(destinations, dict):
+        return []
+    issues: list[Issue] = []
+    for name, destination in destinations.items():
+        if not isinstance(destination, dict):
+            continue
+        inline, file = destination.get("template"), destination.get("template_file")
+        if inline is None and file is None:
+            continue
+        path: Path = ("destinations", name, "template" if inline is not None else "template_file")
+        flavor = destination.get("type")
+        if flavor not in ("slack", "telegram"):
+            issues.append(
+                Issue(
+                    path,
+                    "only slack and telegram destinations take a template",
+                    _line(path, source),
+                )
+            )
+            continue
+        if inline is not None and file is not None:
+            issues.append(
+                Issue(path, "set template or template_file, not both", _line(path, source))
+            )
+            continue
+        where = "line {}"
+        if file is not None:
+            try:
+                inline = (base / str(file)).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                reason = getattr(error, "strerror", None) or error
+                issues.append(Issue(path, f"cannot read {file}: {reason}", _line(path, source)))
+                continue
+            where = f"{file}:{{}}"
+        if not isinstance(inline, str):
+            continue  # the model reports the wrong type
+        try:
+            compile_template(inline, flavor)
+        except TemplateError as error:
+            place = f"{where.format(error.line)}: " if error.line else ""
+            issues.append(Issue(path, f"{place}{error.message}", _line(path, source)))
+    return issues
 
 
 def _cross_check(source: Source) -> list[Issue]:
