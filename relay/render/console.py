@@ -1,0 +1,93 @@
+"""The console renderer: what Slack and what Telegram would show, as terminal text.
+
+For the `console` destination (what a newcomer sees in `make run`'s terminal) and for
+reading renderings by eye. It renders the event with the real Slack and Telegram
+renderers and shows each message the way a reader would see it - markup kept readable
+(`*bold*`), escapes decoded, links as `label (url)` - not as raw JSON:
+
+    ┌ Slack · 1 message
+    │ 💬 *Message Sender* · Channel name (WHATSAPP) · in-queue
+    │ Hello World!
+    ├ Telegram · 1 call
+    │ sendMessage
+    │ 💬 Message Sender · Channel name (WHATSAPP) · in-queue
+    │ Hello World!
+    └
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from relay.render.messages import SlackMessage, TelegramCall
+from relay.render.slack import render_slack
+from relay.render.telegram import render_telegram
+from relay.render.text import visible_text
+
+_SLACK_LINK = re.compile(r"<([^<>|]*)\|([^<>]*)>")
+_MEDIA_FIELDS = ("photo", "video", "document", "audio")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but tab and line break
+
+
+def render_console(event: Mapping[str, Any]) -> str:
+    """Both renderings of `event`, labelled, one line per displayed line."""
+    slack = render_slack(event)
+    telegram = render_telegram(event)
+    lines = [f"┌ Slack · {_count(len(slack), 'message')}"]
+    for index, message in enumerate(slack):
+        if index:
+            lines.append("│ ┄┄")
+        lines.extend(_bar(_slack_lines(message)))
+    lines.append(f"├ Telegram · {_count(len(telegram), 'call')}")
+    for index, call in enumerate(telegram):
+        if index:
+            lines.append("│ ┄┄")
+        lines.extend(_bar(_telegram_lines(call)))
+    lines.append("└")
+    return "\n".join(lines)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def _bar(lines: Iterator[str]) -> Iterator[str]:
+    for line in lines:
+        yield from (f"│ {row}" for row in _printable(line).split("\n"))
+
+
+def _printable(text: str) -> str:
+    """Control characters as `\\x1b`: a customer's text must not drive the terminal (ANSI
+    escape sequences can clear it, retitle it, or hide lines)."""
+    return _CONTROL.sub(lambda match: repr(match.group(0))[1:-1], text)
+
+
+def _slack_lines(message: SlackMessage) -> Iterator[str]:
+    for block in message.payload.get("blocks", []):
+        if block.get("type") == "context":
+            yield " ".join(_slack_visible(element.get("text", "")) for element in block["elements"])
+        elif block.get("type") == "section":
+            yield _slack_visible(block["text"]["text"])
+        elif block.get("type") == "image":
+            yield f"[image] {block.get('image_url')}"
+    if message.fallback is not None:
+        yield "(if Slack cannot fetch the image: the same message without it)"
+
+
+def _slack_visible(mrkdwn: str) -> str:
+    """mrkdwn as a reader sees it: `<url|label>` as `label (url)`, escapes decoded."""
+    linked = _SLACK_LINK.sub(lambda match: f"{match.group(2)} ({match.group(1)})", mrkdwn)
+    return html.unescape(linked)
+
+
+def _telegram_lines(call: TelegramCall) -> Iterator[str]:
+    media = next((key for key in _MEDIA_FIELDS if key in call.params), None)
+    yield f"{call.method} {call.params[media]}" if media else call.method
+    text = call.params.get("caption" if media else "text")
+    if isinstance(text, str) and text:
+        yield visible_text(text)
+    if call.fallback is not None:
+        yield "(if Telegram refuses the media: a text message with its link)"

@@ -1,0 +1,131 @@
+"""The Slack renderer: an event as `chat.postMessage` bodies (Block Kit plus a plain `text`).
+
+Each message looks like this (the same body works for incoming webhooks):
+
+    context   💬 *Customer name* · Channel name (WHATSAPP) · in-queue      (· 2/3 when split)
+    section   ↩️ _replying to an earlier message_
+              Hello World!
+              🖼️ Image: <https://…/receipt.jpg|receipt.jpg>
+    image     one block per image URL, in the message holding its link
+
+`text` is the context line and the body in the same mrkdwn, so notifications and screen
+readers get the whole message, not a summary. User content is escaped (`&`, `<`, `>`), and
+every text object is `verbatim` so Slack does not turn a customer's "@here" into a mention
+or their text into links; our own links are explicit `<url|label>`.
+
+Limits: a message carries at most TEXT_MAX (4000) code units of `text`, its body split over
+sections of at most 3000; longer content continues in further messages, numbered in the
+context line. Nothing is cut. A message with an image block has a `fallback` without it
+(the link stays), since Slack refuses a whole message whose image it cannot fetch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from relay.render.messages import SlackMessage
+from relay.render.template import Template, TemplateRenderError
+from relay.render.text import (
+    SLACK,
+    Content,
+    Media,
+    context_line,
+    default_body,
+    extract,
+    join_lines,
+    media_line,
+    shorten,
+    slack_url,
+    split_markup,
+    template_note,
+    width,
+)
+
+TEXT_MAX: Final = 4000  # Slack's advice for `text`; it truncates past 40,000
+SECTION_MAX: Final = 3000  # section text limit
+_PART_MARK: Final = 16  # room kept in the context line for " · 12/34"
+
+
+def render_slack(
+    event: Mapping[str, Any], *, template: Template | None = None, unfurl_links: bool = False
+) -> list[SlackMessage]:
+    """The messages to post for `event`, in order; never empty, never raises."""
+    content = extract(event)
+    head, overflow = context_line(content, SLACK)
+    body = join_lines(
+        _body(event, content, template),
+        *overflow,
+        *(media_line(media, SLACK) for media in content.media),
+    )
+    budget = TEXT_MAX - width(head, "slack") - _PART_MARK - 1  # 1: the newline after it
+    parts = [part.strip() for part in split_markup(body, "slack", budget)]
+    parts = [part for part in parts if part] or [""]
+    images: list[list[dict[str, Any]]] = [[] for _ in parts]
+    for media in content.media:
+        if _is_image(media):
+            images[_part_linking(parts, media.url)].append(_image_block(media, content))
+    return [
+        _message(_numbered(head, number, len(parts)), part, blocks, unfurl_links)
+        for number, (part, blocks) in enumerate(zip(parts, images, strict=True), 1)
+    ]
+
+
+def _numbered(head: str, number: int, count: int) -> str:
+    return head + (f" · {number}/{count}" if count > 1 else "")
+
+
+def _part_linking(parts: list[str], url: str) -> int:
+    """The part holding the image's link, so its fallback keeps it (else the last part)."""
+    target = f"<{slack_url(url)}|"
+    return next((index for index, part in enumerate(parts) if target in part), len(parts) - 1)
+
+
+def _body(event: Mapping[str, Any], content: Content, template: Template | None) -> str:
+    if template is None:
+        return default_body(content, SLACK)
+    try:
+        if template.flavor != "slack":
+            raise TemplateRenderError(f"a {template.flavor} template cannot render for Slack")
+        return template.render(event)
+    except TemplateRenderError as error:
+        return join_lines(default_body(content, SLACK), template_note(str(error), SLACK))
+
+
+def _message(
+    head: str, body: str, images: list[dict[str, Any]], unfurl_links: bool
+) -> SlackMessage:
+    blocks: list[dict[str, Any]] = [
+        {"type": "context", "elements": [_mrkdwn(head)]},
+        *({"type": "section", "text": _mrkdwn(section)} for section in _sections(body)),
+    ]
+    payload = {
+        "text": join_lines(head, body),
+        "blocks": blocks + images,
+        "unfurl_links": unfurl_links,
+        "unfurl_media": unfurl_links,
+    }
+    fallback = {**payload, "blocks": blocks} if images else None
+    return SlackMessage(payload=payload, fallback=fallback)
+
+
+def _sections(body: str) -> list[str]:
+    sections = (section.strip() for section in split_markup(body, "slack", SECTION_MAX))
+    return [section for section in sections if section]
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
+def _is_image(media: Media) -> bool:
+    return media.kind == "image" and media.linkable
+
+
+def _image_block(media: Media, content: Content) -> dict[str, Any]:
+    who = shorten(content.sender, 80)[0] if content.sender else ""
+    return {
+        "type": "image",
+        "image_url": media.url,
+        "alt_text": f"Image from {who}" if who else "Image",
+    }

@@ -1,0 +1,124 @@
+"""The Telegram renderer: an event as Bot API calls in HTML parse mode.
+
+A text message is one `sendMessage`:
+
+    💬 <b>Customer name</b> · Channel name (WHATSAPP) · in-queue      (· 2/3 when split)
+    ↩️ <i>replying to an earlier message</i>
+    Hello World!
+
+A message with media starts with the media by URL (`sendPhoto`, `sendVideo`,
+`sendDocument`, `sendAudio`) whose caption holds the context line and as much of the body
+as fits in 1024 characters; the rest follows in `sendMessage` calls, then any further
+media (captioned with the context line). Every media call carries a `fallback`: a
+`sendMessage` with its caption and the media link, for when Telegram refuses the URL.
+A media field that is not an http(s) URL is shown as text in the body instead.
+
+User content is escaped (`&`, `<`, `>`, `"`) and never wrapped in tags, so parts are cut in
+plain text; text over 4096 characters (visible, in UTF-16 code units, as Telegram counts)
+continues in further messages, numbered in the context line. Nothing is cut. Link
+previews are off unless the destination asks for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from relay.render.messages import TelegramCall
+from relay.render.template import Template, TemplateRenderError
+from relay.render.text import (
+    TELEGRAM,
+    Content,
+    Media,
+    MediaKind,
+    context_line,
+    default_body,
+    extract,
+    join_lines,
+    media_line,
+    split_markup,
+    template_note,
+    visible_text,
+    width,
+)
+
+TEXT_MAX: Final = 4096
+CAPTION_MAX: Final = 1024
+_PART_MARK: Final = 16  # room kept in the context line for " · 12/34"
+_METHODS: Final[dict[MediaKind, tuple[str, str]]] = {
+    "image": ("sendPhoto", "photo"),
+    "video": ("sendVideo", "video"),
+    "document": ("sendDocument", "document"),
+    "audio": ("sendAudio", "audio"),
+}
+
+
+def render_telegram(
+    event: Mapping[str, Any], *, template: Template | None = None, link_preview: bool = False
+) -> list[TelegramCall]:
+    """The calls to make for `event`, in order; never empty, never raises."""
+    content = extract(event)
+    head, overflow = context_line(content, TELEGRAM)
+    sendable = [media for media in content.media if media.linkable]
+    body = join_lines(
+        _body(event, content, template),
+        *overflow,
+        *(media_line(media, TELEGRAM) for media in content.media if not media.linkable),
+    )
+    reserve = width(head, "telegram") + _PART_MARK + 1  # 1: the newline after the head
+    first = CAPTION_MAX - reserve if sendable else None
+    raw_parts = split_markup(body, "telegram", TEXT_MAX - reserve, first)
+    # An empty first part still holds the caption's place; empty later parts are dropped.
+    parts = [part.strip() for part in raw_parts[:1]] or [""]
+    parts += [part.strip() for part in raw_parts[1:] if visible_text(part).strip()]
+
+    def head_of(index: int) -> str:
+        return head + (f" · {index + 1}/{len(parts)}" if len(parts) > 1 else "")
+
+    options = {} if link_preview else {"link_preview_options": {"is_disabled": True}}
+    texts = [join_lines(head_of(index), part) for index, part in enumerate(parts)]
+    if not sendable:
+        return [_send_message(text, options) for text in texts]
+    first_media, *more_media = sendable
+    return [
+        _send_media(first_media, texts[0], options),
+        *(_send_message(text, options) for text in texts[1:]),
+        *(_send_media(media, head, options) for media in more_media),
+    ]
+
+
+def as_plain_text(call: TelegramCall) -> TelegramCall:
+    """The same call without parse mode, its HTML turned into the text a reader would see.
+
+    For the one retry after Telegram answers "can't parse entities". Links keep their
+    URL, because the renderer shows URLs as their own link text.
+    """
+    params = {key: value for key, value in call.params.items() if key != "parse_mode"}
+    for key in ("text", "caption"):
+        if isinstance(params.get(key), str):
+            params[key] = visible_text(params[key])
+    fallback = as_plain_text(call.fallback) if call.fallback else None
+    return TelegramCall(call.method, params, fallback)
+
+
+def _body(event: Mapping[str, Any], content: Content, template: Template | None) -> str:
+    if template is None:
+        return default_body(content, TELEGRAM)
+    try:
+        if template.flavor != "telegram":
+            raise TemplateRenderError(f"a {template.flavor} template cannot render for Telegram")
+        return template.render(event)
+    except TemplateRenderError as error:
+        return join_lines(default_body(content, TELEGRAM), template_note(str(error), TELEGRAM))
+
+
+def _send_message(text: str, options: dict[str, Any]) -> TelegramCall:
+    return TelegramCall("sendMessage", {"text": text, "parse_mode": "HTML", **options})
+
+
+def _send_media(media: Media, caption: str, options: dict[str, Any]) -> TelegramCall:
+    """A media call, falling back to a text message with the caption and the link."""
+    method, field = _METHODS[media.kind]
+    fallback = _send_message(join_lines(caption, media_line(media, TELEGRAM)), options)
+    params = {field: media.url, "caption": caption, "parse_mode": "HTML"}
+    return TelegramCall(method, params, fallback)
