@@ -46,7 +46,7 @@ class LaneSettings:
     owner: str  # this process's id: leases it holds
     give_up_after: float = 24 * 3600.0
     claim_limit: int = 16
-    lease: float = 300.0
+    lease: float = 120.0  # a claimed row's lease; the lane lock is what makes claims exclusive
     poll: float = 1.0  # look for rows written by others (another instance, `dead retry`)
     lane_ttl: float = 15.0  # how long a lane lock outlives its holder (several instances)
 
@@ -72,6 +72,7 @@ class Lane:
         self._wake = asyncio.Event()
         self._stopping = False
         self._paused_until = 0.0  # wall clock: a 429 stops the whole lane until then
+        self._held_at = float("-inf")  # when the lane lock was last taken or renewed
         self._parents: dict[str, str] = {}
         self.task: asyncio.Task[None] | None = None
 
@@ -121,43 +122,58 @@ class Lane:
                 )
                 await self._idle(self.settings.poll * 5)
                 continue
-            if not rows:
+            if rows is None:  # another instance delivers for this destination now
+                await self._idle(self.settings.poll)
+            elif not rows:
                 await self._idle(await self._until_due())
-                continue
-            await self._deliver_all(rows)
+            else:
+                await self._deliver_all(rows)
 
-    async def _claim(self) -> list[Claimed]:
-        now = self.clock()
-        if now < self._paused_until:
-            return []
-        held = await self.store.hold_lane(
-            self.destination, self.settings.owner, self.settings.lane_ttl, now
-        )
-        if not held:
-            return []
+    async def _claim(self) -> list[Claimed] | None:
+        """Due rows, or None when this instance does not hold the destination's lane."""
+        if not await self._hold_lane():
+            return None
         return await self.store.claim(
             self.destination,
-            now,
+            self.clock(),
             self.settings.claim_limit,
             self.settings.lease,
             self.settings.owner,
         )
 
+    async def _hold_lane(self) -> bool:
+        """Take or renew the lane, at most every third of its lifetime: a holder that cannot
+        renew stops sending before another instance may take over."""
+        now = self.clock()
+        if now - self._held_at < self.settings.lane_ttl / 3:
+            return True
+        held = await self.store.hold_lane(
+            self.destination, self.settings.owner, self.settings.lane_ttl, now
+        )
+        self._held_at = now if held else float("-inf")
+        return held
+
     async def _deliver_all(self, rows: list[Claimed]) -> None:
         for index, row in enumerate(rows):
-            if self._stopping or self.clock() < self._paused_until:
-                await self.store.release([r.id for r in rows[index:]])
-                return
             try:
+                if (
+                    self._stopping
+                    or self.clock() < self._paused_until
+                    or not (await self._hold_lane())
+                ):
+                    await self.store.release([r.id for r in rows[index:]])
+                    return
                 await self.deliver(row)
             except StoreUnavailable as error:
-                # The outcome could not be recorded: the row's lease lapses and it is sent
-                # again (at least once); say so and let the store recover.
+                # The outcome could not be recorded: the row will be sent again (at least
+                # once). Give the rows back if the store lets us, so they are not held up.
                 log.error(
                     "could not record a delivery outcome: %s",
                     error,
                     extra=fields(destination=self.destination, delivery_id=row.id),
                 )
+                with contextlib.suppress(StoreUnavailable):
+                    await self.store.release([r.id for r in rows[index:]])
                 await self._idle(self.settings.poll * 5)
                 return
 

@@ -20,6 +20,7 @@ from relay.pacing import Limit, Pacer
 from relay.send.outcome import Outcome, Permanent, RetryLater, Sent
 from relay.store.base import Incoming
 from relay.store.sqlite import SQLiteStore
+from tests.waiting import until
 
 T0 = 1_700_000_000.0
 
@@ -53,11 +54,16 @@ class ScriptedCourier:
 
 
 class Clock:
+    """Wall clock for the lane and the store, and clock and sleep for its pacer."""
+
     def __init__(self) -> None:
         self.now = T0
 
     def __call__(self) -> float:
         return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
 
 
 @pytest.fixture
@@ -76,8 +82,8 @@ async def put(store: SQLiteStore, text: str, conversation: str | None = "c1",
 
 def make_lane(store: SQLiteStore, courier: ScriptedCourier, clock: Clock,
               **settings: Any) -> Lane:
-    return Lane("d", courier, store, Pacer(), LaneSettings(owner="me", **settings),
-                clock=clock, rng=lambda: 0.5)
+    return Lane("d", courier, store, Pacer(clock, clock.sleep),
+                LaneSettings(owner="me", **settings), clock=clock, rng=lambda: 0.5)
 
 
 async def claim_one(store: SQLiteStore, clock: Clock) -> Any:
@@ -127,8 +133,18 @@ async def test_retry_after_from_the_server_is_honoured_and_pauses_the_lane(
     await put(store, "a")
     await lane.deliver(await claim_one(store, clock))
     assert await store.next_due("d", "other") == T0 + 30.0
-    assert lane._paused_until == T0 + 30.0
-    assert await lane._claim() == []  # paused: claims nothing, even though nothing else is due
+    # The whole lane waits: another conversation's message, due now, is not sent either.
+    await put(store, "b", conversation="c2")
+    lane.start()
+    lane.wake()
+    await asyncio.sleep(0.3)
+    assert courier.sent == []
+    clock.now += 30.0
+    lane.wake()
+    await until(lambda: len(courier.sent) == 2)
+    await lane.stop()
+    assert [m for m, _ in courier.sent] == ["b#0", "a#0"] or [m for m, _ in courier.sent] == [
+        "a#0", "b#0"]
 
 
 async def test_transient_failure_backs_off(store: SQLiteStore) -> None:
