@@ -24,12 +24,12 @@ run: $(VENV)/.installed
 	$(BIN)/relay serve -c $(CONFIG)
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check relay tests bench
+	$(BIN)/ruff check relay tests $(wildcard bench)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check relay tests bench
-	$(BIN)/ruff format --check relay tests bench
+	$(BIN)/ruff check relay tests $(wildcard bench)
+	$(BIN)/ruff format --check relay tests $(wildcard bench)
 
 # Regenerate config/relay.schema.json from the config model (a test keeps them in sync).
 schema: $(VENV)/.installed
