@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,26 @@ def cmd_dead_retry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from relay.doctor import diagnose, exit_code, format_diagnoses
+
+    config = _load(args.config)
+    diagnoses = asyncio.run(
+        diagnose(config, send_test=args.send_test, timeout=config.delivery.timeout)
+    )
+    print(format_diagnoses(diagnoses))
+    return exit_code(diagnoses)
+
+
+def cmd_telegram_chats(args: argparse.Namespace) -> int:
+    from relay.telegram_chats import exit_code, find_chats, format_chats
+
+    config = _load(args.config)
+    results = asyncio.run(find_chats(config, timeout=config.delivery.timeout))
+    print(format_chats(results))
+    return exit_code(results)
+
+
 def _with_store(file: str, action: Callable[[Any], Any]) -> Any:
     from relay.store import StoreUnavailable, store_for
 
@@ -233,6 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
     sign = command("sign", "print the x-oneroute-signature for a body (for curl)", cmd_sign)
     sign.add_argument("event", metavar="EVENT.json", help="the exact body to sign (- for stdin)")
 
+    doctor = command(
+        "doctor",
+        "check every destination for real; exit 1 naming each one that is broken",
+        cmd_doctor,
+    )
+    doctor.add_argument(
+        "--send-test", action="store_true", help="also post a short test message to each"
+    )
+    command(
+        "telegram-chats",
+        "the chats each Telegram bot has recently seen, with their ids (for chat_id)",
+        cmd_telegram_chats,
+    )
+
     dead = commands.add_parser(
         "dead", help="deliveries that gave up", description="deliveries that gave up"
     )
@@ -251,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # python-telegram-bot warns on stderr about a change in its next major version whenever
+    # Telegram rate-limits a call; the relay handles both forms, and users cannot act on it.
+    warnings.filterwarnings("ignore", message=".*retry_after.*", category=DeprecationWarning)
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with usage on misuse
     try:

@@ -217,3 +217,16 @@ def test_python_dash_m_relay_and_version() -> None:
     result = subprocess.run([sys.executable, "-m", "relay", "--version"],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0 and result.stdout.startswith("oneroute-relay ")
+
+
+def test_doctor_and_telegram_chats_are_wired(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = tmp_path / "relay.yaml"
+    config.write_text(f'oneroute: {{secrets: ["{SECRET}"]}}\n'
+                      "destinations: {out: {type: console}}\n")
+    code, out, _ = run(capsys, "doctor", "-c", str(config))
+    assert code == 0
+    assert out.splitlines()[0].startswith("ok        out (console)")
+    code, out, _ = run(capsys, "telegram-chats", "-c", str(config))
+    assert code == 1 and "no Telegram destination with a token" in out

@@ -153,6 +153,27 @@ def _session(timeout: float) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
 
 
+def web_client(
+    token: str, *, api_url: str = DEFAULT_API_URL, timeout: float = 10.0
+) -> AsyncWebClient:
+    """A Web API client as the relay configures it: `timeout` per call, no SDK retries, and
+    the SDK's logging on a scrubbed logger. Build it inside the running event loop (its
+    aiohttp session belongs to that loop); close it with `close_web_client`."""
+    register(token)
+    return AsyncWebClient(
+        token=token,
+        base_url=api_url if api_url.endswith("/") else api_url + "/",
+        session=_session(timeout),
+        logger=_sdk_log,
+        retry_handlers=[],
+    )
+
+
+async def close_web_client(client: AsyncWebClient) -> None:
+    if client.session is not None:
+        await client.session.close()
+
+
 class SlackSender:
     """Posts to one channel with a bot token (`chat.postMessage`); threads by `thread_ts`."""
 
@@ -196,13 +217,7 @@ class SlackSender:
     def _web(self) -> AsyncWebClient:
         # Built on first use: an aiohttp session belongs to the running event loop.
         if self._client is None:
-            self._client = AsyncWebClient(
-                token=self._token,
-                base_url=self._api_url,
-                session=_session(self._timeout),
-                logger=_sdk_log,
-                retry_handlers=[],
-            )
+            self._client = web_client(self._token, api_url=self._api_url, timeout=self._timeout)
         return self._client
 
 

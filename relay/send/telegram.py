@@ -234,20 +234,43 @@ class TelegramSender:
         return message
 
     def _client(self) -> _Bot:
-        # No Bot.initialize(): it spends a getMe on every start and, when the token is
-        # rejected, raises an InvalidToken whose message contains the token.
         if self._bot is None:
-            timeout = self._timeout
-            self._request = HTTPXRequest(
-                connection_pool_size=4,
-                read_timeout=timeout,
-                write_timeout=timeout,
-                connect_timeout=timeout,
-                pool_timeout=timeout,
-                media_write_timeout=timeout,
+            self._bot, self._request = build_bot(
+                self._token, base_url=self._base_url, timeout=self._timeout
             )
-            self._bot = _Bot(self._token, base_url=self._base_url, request=self._request)
         return self._bot
+
+
+def build_bot(
+    token: str,
+    *,
+    api_url: str = DEFAULT_API_URL,
+    base_url: str | None = None,
+    timeout: float = 10.0,
+) -> tuple[_Bot, HTTPXRequest]:
+    """A Bot as the relay configures it, and the HTTP request object to shut down after use.
+
+    `api_url` is the Bot API base (the config's, without /bot); `base_url` overrides it with
+    the full `.../bot` prefix. Every phase of a call is limited to `timeout`. The same
+    request object serves getUpdates, so PTB builds no second HTTP client nobody closes.
+    Not initialized: Bot.initialize() spends a getMe and, when the token is rejected,
+    raises an InvalidToken whose message contains the token."""
+    register(token)
+    request = HTTPXRequest(
+        connection_pool_size=4,
+        read_timeout=timeout,
+        write_timeout=timeout,
+        connect_timeout=timeout,
+        pool_timeout=timeout,
+        media_write_timeout=timeout,
+    )
+    bot = _Bot(
+        token,
+        base_url=base_url or f"{api_url.rstrip('/')}/bot",
+        request=request,
+        get_updates_request=request,
+    )
+    return bot, request
 
 
 def _library_loggers() -> list[str]:

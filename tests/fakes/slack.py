@@ -15,7 +15,10 @@ order (`fake.messages`), every call with its answer (`fake.calls`).
 Choices where Slack is vague (see tests/fakes/README.md): a well-formed `thread_ts` that
 names no message is accepted, as Slack does, but recorded with `thread_found=False`; a
 malformed one is `invalid_thread_ts`. A channel the bot is not in answers `not_in_channel`
-to chat.postMessage, and `channel_not_found` to conversations.info when it is private.
+to chat.postMessage (unless it is public and the token has `chat:write.public`), and
+`channel_not_found` to conversations.info when it is private. Every Web API answer carries
+the token's scopes in `x-oauth-scopes`, as Slack's do; a method whose scope is missing
+answers `missing_scope` with `needed` and `provided`.
 
 `Faults`, `Fault`, `RateWindow` and `FakeServer` are shared with tests/fakes/telegram.py.
 """
@@ -38,6 +41,8 @@ from aiohttp import web
 
 BOT_TOKEN = "xoxb-1111-2222-fakeslacktoken"
 CHANNEL = "C0FAKE00001"
+BOT_NAME = "relay"  # the bot user auth.test names (`/invite @relay`)
+DEFAULT_SCOPES = frozenset({"chat:write", "channels:read", "groups:read"})
 MAX_BLOCKS, MAX_SECTION_TEXT, MAX_HEADER_TEXT, MAX_MESSAGE_TEXT = 50, 3000, 150, 40_000
 
 
@@ -224,10 +229,12 @@ class SlackRefusal(Exception):
         notes: Iterable[str] = (),
         status: int = 200,
         retry_after: int | None = None,
+        **fields: str,
     ) -> None:
         super().__init__(error)
         self.error, self.notes, self.status = error, list(notes), status
         self.retry_after = retry_after
+        self.fields = fields  # extra top-level keys of the answer (`needed`, `provided`)
 
 
 class FakeSlack(FakeServer):
@@ -238,6 +245,8 @@ class FakeSlack(FakeServer):
     ) -> None:
         super().__init__(clock)
         self.tokens = set(tokens)
+        self.scopes: set[str] = set(DEFAULT_SCOPES)  # granted to every known token
+        self.bot_name = BOT_NAME
         self.channels: dict[str, SlackChannel] = {}
         self.broken_images: set[str] = set()
         self.messages: list[SlackPost] = []
@@ -314,7 +323,17 @@ class FakeSlack(FakeServer):
         except ValueError:
             return self._refuse(method, SlackRefusal("invalid_json"))
         self.note(method, 200, None)
-        return web.json_response({"ok": True, **result})
+        return web.json_response({"ok": True, **result}, headers=self._scope_header())
+
+    def _scope_header(self) -> dict[str, str]:
+        return {"x-oauth-scopes": ",".join(sorted(self.scopes))}
+
+    def _need(self, *scopes: str) -> None:
+        """Refuse with `missing_scope` unless the token has one of `scopes`."""
+        if not self.scopes.intersection(scopes):
+            raise SlackRefusal(
+                "missing_scope", needed=",".join(scopes), provided=",".join(sorted(self.scopes))
+            )
 
     def _authorize(self, request: web.Request, params: dict[str, Any]) -> None:
         header = request.headers.get("Authorization", "")
@@ -341,17 +360,20 @@ class FakeSlack(FakeServer):
 
     def _refuse(self, method: str, refusal: SlackRefusal) -> web.Response:
         self.note(method, refusal.status, refusal.error)
-        body: dict[str, Any] = {"ok": False, "error": refusal.error}
+        body: dict[str, Any] = {"ok": False, "error": refusal.error, **refusal.fields}
         if refusal.notes:
             body["errors"] = refusal.notes
             body["response_metadata"] = {"messages": [f"[ERROR] {n}" for n in refusal.notes]}
-        return web.json_response(body, status=refusal.status, headers=_retry_header(refusal))
+        headers = _retry_header(refusal)
+        if refusal.error not in ("not_authed", "invalid_auth"):
+            headers |= self._scope_header()
+        return web.json_response(body, status=refusal.status, headers=headers)
 
     def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
         return {
             "url": f"{self.base_url}/",
             "team": "Fake Team",
-            "user": "relay",
+            "user": self.bot_name,
             "team_id": "T0FAKE",
             "user_id": "U0FAKE",
             "bot_id": "B0FAKE",
@@ -359,6 +381,7 @@ class FakeSlack(FakeServer):
 
     def _conversation_info(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self.channels.get(str(params.get("channel", "")))
+        self._need("groups:read" if channel and channel.private else "channels:read")
         if channel is None or (channel.private and not channel.member):
             raise SlackRefusal("channel_not_found")  # bots cannot see such private channels
         return {
@@ -373,10 +396,11 @@ class FakeSlack(FakeServer):
         }
 
     def _post_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._need("chat:write")
         channel = self.channels.get(str(params.get("channel", "")))
         if channel is None:
             raise SlackRefusal("channel_not_found")
-        if not channel.member:
+        if not channel.member and (channel.private or "chat:write.public" not in self.scopes):
             raise SlackRefusal("not_in_channel")
         if channel.archived:
             raise SlackRefusal("is_archived")

@@ -8,6 +8,10 @@ topics, replies, HTML entity parsing (tests/fakes/telegram_html.py), the 4096/10
 limits counted in UTF-16 after parsing, media URLs Telegram will not fetch, and 429 with
 `parameters.retry_after`. Accepted messages are recorded in order (`fake.messages`).
 
+For `relay doctor` and `relay telegram-chats`: what getChatMember says about the bot
+(`chats[id].bot_status`, `.bot_rights`), a group's member permissions, forums, updates
+queued for getUpdates (`add_update`), and a webhook that makes getUpdates answer 409.
+
 Bodies are read as Telegram reads them: PTB sends form-encoded fields (multipart only when
 uploading files) with every non-string value JSON-encoded, e.g. `reply_parameters=
 {"message_id": 3, ...}` and `chat_id=-100123`; JSON bodies and query strings work too.
@@ -67,6 +71,8 @@ class TelegramChat:
     topics: set[int] = field(default_factory=set)
     kicked: bool = False
     bot_status: str = "administrator"  # what getChatMember says about the bot
+    bot_rights: dict[str, Any] = field(default_factory=dict)  # e.g. {"can_post_messages": False}
+    permissions: dict[str, bool] | None = None  # getChat's default member permissions
     migrated_to: int | None = None
     message_ids: list[int] = field(default_factory=list)
 
@@ -108,11 +114,15 @@ class FakeTelegram(FakeServer):
         self.refused_media: dict[str, str] = {}
         self.messages: list[TelegramPost] = []
         self.limits: list[tuple[RateWindow, Callable[[int | str], Any]]] = []
+        self.updates: list[dict[str, Any]] = []  # pending for getUpdates, oldest first
+        self.webhook_url: str | None = None
+        self._update_seq = 100_000
         methods: dict[str, Callable[[str, dict[str, Any]], Any]] = {
             "getMe": self._get_me,
             "getChat": self._get_chat,
             "getUpdates": self._get_updates,
             "getChatMember": self._get_chat_member,
+            "deleteWebhook": self._delete_webhook,
             "sendMessage": self._send,
             **dict.fromkeys(MEDIA_FIELDS, self._send),
         }
@@ -136,19 +146,9 @@ class FakeTelegram(FakeServer):
         title: str = "Relay tests",
     ) -> TelegramChat:
         """A chat the bot is in. Type defaults from the id: -100… supergroup, other
-        negative ids group, positive ids private. A forum accepts only its `topics`."""
-        if type is None:
-            number = int(chat_id) if isinstance(chat_id, int) else 0
-            type = (
-                "supergroup"
-                if str(chat_id).startswith("-100")
-                else "group"
-                if number < 0
-                else "private"
-                if number > 0
-                else "channel"
-            )
-        chat = TelegramChat(chat_id, type, title, forum, set(topics))
+        negative ids group, positive ids private, @names channel. A forum accepts only its
+        `topics`."""
+        chat = TelegramChat(chat_id, type or _chat_type(chat_id), title, forum, set(topics))
         self.chats[chat_id] = chat
         return chat
 
@@ -160,6 +160,34 @@ class FakeTelegram(FakeServer):
         """Upgrade a group to a supergroup: the old id answers 400 with migrate_to_chat_id."""
         self.chats[chat_id].migrated_to = new_chat_id
         return self.add_chat(new_chat_id, type="supergroup")
+
+    def set_webhook(self, url: str = "https://relay.example.com/hook") -> None:
+        """The bot has a webhook: getUpdates answers 409 Conflict until deleteWebhook."""
+        self.webhook_url = url
+
+    def add_update(
+        self,
+        kind: str = "message",
+        *,
+        chat_id: int | str = CHAT_ID,
+        type: str | None = None,
+        title: str = "Relay tests",
+        username: str | None = None,
+        text: str = "hello",
+        status: str = "member",
+    ) -> dict[str, Any]:
+        """Queue an update for getUpdates from a chat (known to the fake or not).
+
+        `kind` is message, edited_message, channel_post, edited_channel_post,
+        my_chat_member (the bot's own membership became `status`) or chat_member (a user's
+        did). A private chat's `title` is the user's first name."""
+        chat = _chat_json(TelegramChat(chat_id, type or _chat_type(chat_id), title))
+        if username is not None:
+            chat["username"] = username
+        self._update_seq += 1
+        update = {"update_id": self._update_seq, kind: _update_body(kind, chat, text, status)}
+        self.updates.append(update)
+        return update
 
     def refuse_media(
         self, url: str, description: str = "wrong file identifier/HTTP URL specified"
@@ -231,24 +259,39 @@ class FakeTelegram(FakeServer):
         return _bot_user()
 
     def _get_updates(self, method: str, params: dict[str, Any]) -> list[Any]:
-        return []
+        # Never waits (long polling is not modelled); an offset confirms older updates.
+        if self.webhook_url is not None:
+            raise BotApiError(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; "
+                "use deleteWebhook to delete the webhook first",
+            )
+        offset = params.get("offset")
+        if offset is not None:
+            self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        return self.updates[: params.get("limit") or 100]
+
+    def _delete_webhook(self, method: str, params: dict[str, Any]) -> bool:
+        self.webhook_url = None
+        return True
 
     def _get_chat(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         chat = self._chat(params)
-        return {
+        full: dict[str, Any] = {
             **_chat_json(chat),
             "is_forum": chat.forum,
             "accent_color_id": 0,
             "max_reaction_count": 11,
         }
+        if chat.permissions is not None:
+            full["permissions"] = chat.permissions
+        return full
 
     def _get_chat_member(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         chat = self._chat(params)
-        status = chat.bot_status if params.get("user_id") == _bot_user()["id"] else "member"
-        member: dict[str, Any] = {"status": status, "user": _bot_user()}
-        if status == "administrator":
-            member |= {key: True for key in _ADMIN_RIGHTS}
-        return member
+        if params.get("user_id") != _bot_user()["id"]:
+            return _member_json("member", _HUMAN, chat.type)
+        return _member_json(chat.bot_status, _bot_user(), chat.type) | chat.bot_rights
 
     def _send(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         chat = self._chat(params)
@@ -394,6 +437,51 @@ def _media(method: str, value: Any) -> str:
     raise BotApiError(400, f"Bad Request: there is no {MEDIA_FIELDS[method]} in the request")
 
 
+def _chat_type(chat_id: int | str) -> str:
+    if str(chat_id).startswith("-100"):
+        return "supergroup"
+    if not isinstance(chat_id, int):
+        return "channel"  # @channelname
+    return "group" if chat_id < 0 else "private"
+
+
+def _member_json(status: str, user: dict[str, Any], chat_type: str) -> dict[str, Any]:
+    """A ChatMember with the fields PTB requires for its status (all rights granted)."""
+    member: dict[str, Any] = {"status": status, "user": user}
+    if status == "administrator":
+        member |= dict.fromkeys(_ADMIN_RIGHTS, True)
+        if chat_type == "channel":
+            member |= {"can_post_messages": True, "can_edit_messages": True}
+    elif status == "creator":
+        member["is_anonymous"] = False
+    elif status == "restricted":
+        member |= {"is_member": True, "until_date": 0, **dict.fromkeys(_RESTRICTED_RIGHTS, True)}
+    elif status == "kicked":
+        member["until_date"] = 0
+    return member
+
+
+def _update_body(kind: str, chat: dict[str, Any], text: str, status: str) -> dict[str, Any]:
+    now = int(time.time())
+    if kind in ("message", "edited_message", "channel_post", "edited_channel_post"):
+        body: dict[str, Any] = {"message_id": 1, "date": now, "chat": chat, "text": text}
+        if not kind.endswith("channel_post"):
+            body["from"] = _HUMAN
+        if kind.startswith("edited_"):
+            body["edit_date"] = now
+        return body
+    if kind in ("my_chat_member", "chat_member"):
+        user = _bot_user() if kind == "my_chat_member" else _HUMAN
+        return {
+            "chat": chat,
+            "from": _HUMAN,
+            "date": now,
+            "old_chat_member": _member_json("left", user, chat["type"]),
+            "new_chat_member": _member_json(status, user, chat["type"]),
+        }
+    raise ValueError(f"add_update does not build {kind!r} updates")
+
+
 def _is_group(chat_id: int | str) -> bool:
     return isinstance(chat_id, int) and chat_id < 0
 
@@ -449,6 +537,25 @@ _KICKED = {
     "channel": "bot is not a member of the channel chat",
     "private": "bot was blocked by the user",
 }
+_HUMAN = {"id": 4242, "is_bot": False, "first_name": "Ada", "username": "ada"}
+_RESTRICTED_RIGHTS = (
+    "can_change_info",
+    "can_invite_users",
+    "can_pin_messages",
+    "can_send_messages",
+    "can_send_polls",
+    "can_send_other_messages",
+    "can_add_web_page_previews",
+    "can_manage_topics",
+    "can_send_audios",
+    "can_send_documents",
+    "can_send_photos",
+    "can_send_videos",
+    "can_send_video_notes",
+    "can_send_voice_notes",
+    "can_edit_tag",
+    "can_react_to_messages",
+)
 _ADMIN_RIGHTS = (
     "can_be_edited",
     "is_anonymous",
