@@ -9,7 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.fakes.slack import BOT_TOKEN, CHANNEL, FakeSlack, RateWindow
+from tests.fakes.base import RateWindow
+from tests.fakes.slack import BOT_TOKEN, CHANNEL, FakeSlack
 from tests.fakes.telegram import CHAT_ID, TOKEN, FakeTelegram
 
 AUTH = {"Authorization": f"Bearer {BOT_TOKEN}"}

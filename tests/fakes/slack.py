@@ -20,179 +20,29 @@ to chat.postMessage (unless it is public and the token has `chat:write.public`),
 the token's scopes in `x-oauth-scopes`, as Slack's do; a method whose scope is missing
 answers `missing_scope` with `needed` and `provided`.
 
-`Faults`, `Fault`, `RateWindow` and `FakeServer` are shared with tests/fakes/telegram.py.
+What both fakes share is in tests/fakes/base.py; the message rules in tests/fakes/blockkit.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import math
 import random
 import re
 import time
-from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Collection, Iterable
-from dataclasses import dataclass, field, replace
-from typing import Any, Self
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.base import FakeServer, Fault, RateWindow, request_params
+from tests.fakes.blockkit import SlackRefusal, check_message
 
 BOT_TOKEN = "xoxb-1111-2222-fakeslacktoken"
 CHANNEL = "C0FAKE00001"
 BOT_NAME = "relay"  # the bot user auth.test names (`/invite @relay`)
 DEFAULT_SCOPES = frozenset({"chat:write", "channels:read", "groups:read"})
-MAX_BLOCKS, MAX_SECTION_TEXT, MAX_HEADER_TEXT, MAX_MESSAGE_TEXT = 50, 3000, 150, 40_000
-
-
-# ---------------------------------------------------------------- shared by both fakes
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One call's misbehaviour: wait `delay` seconds, then answer `status` if set."""
-
-    status: int | None = None
-    retry_after: float | None = None
-    delay: float = 0.0
-
-
-class Faults:
-    """Fault-injection knobs. Each API call consumes at most one scripted fault, in order."""
-
-    def __init__(self, seed: int = 0) -> None:
-        self.delay = 0.0  # seconds added to every call
-        self._script: deque[Fault] = deque()
-        self._storm: tuple[float, float] | None = None
-        self._random = random.Random(seed)
-
-    def fail_next(self, n: int = 1, *, status: int = 503) -> None:
-        """The next `n` calls answer `status` (a 5xx) without taking effect."""
-        self._script.extend([Fault(status=status)] * n)
-
-    def rate_limit_next(self, n: int = 1, *, retry_after: float = 1.0) -> None:
-        """The next `n` calls answer 429 with this Retry-After / retry_after."""
-        self._script.extend([Fault(status=429, retry_after=retry_after)] * n)
-
-    def delay_next(self, n: int = 1, *, seconds: float) -> None:
-        """The next `n` calls wait first; they still take effect (a client that timed out
-        may have posted anyway, as with the real services)."""
-        self._script.extend([Fault(delay=seconds)] * n)
-
-    def storm(self, probability: float, *, retry_after: float = 1.0) -> None:
-        """From now on, each call not otherwise scripted answers 429 with this probability
-        (seeded, so runs repeat). `storm(0)` ends it."""
-        self._storm = (probability, retry_after) if probability > 0 else None
-
-    def clear(self) -> None:
-        self.delay, self._storm = 0.0, None
-        self._script.clear()
-
-    def take(self) -> Fault:
-        fault = self._script.popleft() if self._script else Fault()
-        if fault.status is None and self._storm and self._random.random() < self._storm[0]:
-            fault = replace(fault, status=429, retry_after=self._storm[1])
-        return replace(fault, delay=fault.delay + self.delay)
-
-
-class RateWindow:
-    """At most `limit` events per `period` seconds per key; answers how long to wait.
-
-    `tolerance` forgives a few milliseconds of network jitter, so a client pacing itself
-    exactly at the limit is not punished for it."""
-
-    def __init__(self, limit: int, period: float, tolerance: float = 0.05) -> None:
-        self.limit, self.period, self.tolerance = limit, period, tolerance
-        self._seen: dict[Any, deque[float]] = defaultdict(deque)
-
-    def wait(self, key: Any, now: float) -> float:
-        """0 if an event for `key` may happen now (recording it), else the seconds to wait."""
-        seen = self._seen[key]
-        while seen and seen[0] <= now - self.period + self.tolerance:
-            seen.popleft()
-        if len(seen) >= self.limit:
-            return seen[0] + self.period - now
-        seen.append(now)
-        return 0.0
-
-
-@dataclass(frozen=True)
-class Call:
-    """One request as the fake answered it (every call, accepted or not)."""
-
-    method: str
-    status: int
-    error: str | None
-    at: float
-
-
-class FakeServer:
-    """Serve `self.app` on 127.0.0.1 with an OS-chosen port; base of both fakes."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self.faults = Faults()
-        self.calls: list[Call] = []
-        self.app = web.Application()
-        self.base_url = ""
-        self._runner: web.AppRunner | None = None
-        self._closing = asyncio.Event()
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def running(cls, **kwargs: Any) -> AsyncIterator[Self]:
-        fake = cls(**kwargs)
-        await fake.start()
-        try:
-            yield fake
-        finally:
-            await fake.stop()
-
-    async def start(self) -> None:
-        # No access log: it would print request paths, and Telegram's carry the token.
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}"
-
-    async def stop(self) -> None:
-        self._closing.set()  # wakes delayed calls so shutdown does not wait for them
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    def count(self, status: int) -> int:
-        """How many calls were answered with `status` (e.g. 429 for pacing tests)."""
-        return sum(1 for call in self.calls if call.status == status)
-
-    async def pause(self, seconds: float) -> bool:
-        """Wait; False when the fake is shutting down and the call should be dropped."""
-        if seconds > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), seconds)
-        return not self._closing.is_set()
-
-    def note(self, method: str, status: int, error: str | None) -> None:
-        self.calls.append(Call(method, status, error, self.clock()))
-
-
-async def request_params(request: web.Request) -> dict[str, Any]:
-    """Query string plus a JSON, form-encoded or multipart body, as one dict."""
-    params: dict[str, Any] = dict(request.query)
-    if request.content_type == "application/json":
-        body = await request.json(loads=lambda text: json.loads(text or "{}"))
-        if not isinstance(body, dict):
-            raise ValueError("body is not a JSON object")
-        params.update(body)
-    elif request.can_read_body:
-        params.update(await request.post())
-    return params
-
-
-# ---------------------------------------------------------------- Slack
 
 
 @dataclass
@@ -218,23 +68,6 @@ class SlackPost:
     via: str
     payload: dict[str, Any] = field(repr=False)
     thread_found: bool | None = None
-
-
-class SlackRefusal(Exception):
-    """An answer other than success: Slack's error word, its notes, an HTTP status."""
-
-    def __init__(
-        self,
-        error: str,
-        notes: Iterable[str] = (),
-        status: int = 200,
-        retry_after: int | None = None,
-        **fields: str,
-    ) -> None:
-        super().__init__(error)
-        self.error, self.notes, self.status = error, list(notes), status
-        self.retry_after = retry_after
-        self.fields = fields  # extra top-level keys of the answer (`needed`, `provided`)
 
 
 class FakeSlack(FakeServer):
@@ -508,149 +341,4 @@ _WEBHOOK_STATUS = {
     "channel_not_found": 404,
     "channel_is_archived": 410,
     "ratelimited": 429,
-}
-
-
-# ---------------------------------------------------------------- message rules
-
-
-def check_message(
-    params: dict[str, Any], broken_images: Collection[str]
-) -> tuple[str | None, list[dict[str, Any]] | None]:
-    """Slack's content rules for a message body; returns (text, blocks) or refuses."""
-    text = params.get("text")
-    blocks = _decoded(params.get("blocks"), "invalid_blocks_format")
-    attachments = _decoded(params.get("attachments"), "invalid_attachments")
-    if not text and not blocks and not attachments:
-        raise SlackRefusal("no_text")
-    if text is not None and len(str(text)) > MAX_MESSAGE_TEXT:
-        raise SlackRefusal("msg_too_long")
-    if attachments and len(attachments) > 100:
-        raise SlackRefusal("too_many_attachments")
-    if blocks is not None:
-        if not isinstance(blocks, list):
-            raise SlackRefusal("invalid_blocks_format")
-        notes = block_errors(blocks, broken_images)
-        if notes:
-            raise SlackRefusal("invalid_blocks", notes)
-    return (str(text) if text is not None else None), blocks
-
-
-def _decoded(value: Any, error: str) -> Any:
-    """Blocks and attachments arrive as JSON values, or as JSON text in form bodies."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            raise SlackRefusal(error) from None
-    return value
-
-
-def block_errors(blocks: list[Any], broken_images: Collection[str] = ()) -> list[str]:
-    """Block Kit violations, worded like Slack's `errors` (with json-pointers)."""
-    if len(blocks) > MAX_BLOCKS:
-        return [f"no more than {MAX_BLOCKS} items allowed [json-pointer:/blocks]"]
-    errors: list[str] = []
-    block_ids: set[str] = set()
-    for i, block in enumerate(blocks):
-        where = f"/blocks/{i}"
-        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-            errors.append(f"missing required field: type [json-pointer:{where}]")
-            continue
-        check = _BLOCK_CHECKS.get(block["type"])
-        if check is None:
-            errors.append(f"unsupported type: {block['type']} [json-pointer:{where}/type]")
-            continue
-        errors += check(block, where, broken_images)
-        block_id = block.get("block_id")
-        if block_id is not None:
-            if block_id in block_ids:
-                errors.append(f"duplicate block_id [json-pointer:{where}/block_id]")
-            block_ids.add(block_id)
-    return errors
-
-
-def _text_errors(obj: Any, where: str, limit: int, plain_only: bool = False) -> list[str]:
-    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-        return [f"must provide an object [json-pointer:{where}]"]
-    kinds = ("plain_text",) if plain_only else ("plain_text", "mrkdwn")
-    if obj.get("type") not in kinds:
-        return [f"must be one of {', '.join(kinds)} [json-pointer:{where}/type]"]
-    if not obj["text"]:
-        return [f"must be more than 0 characters [json-pointer:{where}/text]"]
-    if len(obj["text"]) > limit:
-        return [f"must be less than {limit + 1} characters [json-pointer:{where}/text]"]
-    return []
-
-
-def _section(block: dict[str, Any], where: str, _: Collection[str]) -> list[str]:
-    if "text" not in block and "fields" not in block:
-        return [f"must provide either text or fields [json-pointer:{where}]"]
-    errors = (
-        _text_errors(block["text"], f"{where}/text", MAX_SECTION_TEXT) if "text" in block else []
-    )
-    fields = block.get("fields", [])
-    if not isinstance(fields, list) or len(fields) > 10:
-        return [*errors, f"no more than 10 items allowed [json-pointer:{where}/fields]"]
-    for j, item in enumerate(fields):
-        errors += _text_errors(item, f"{where}/fields/{j}", 2000)
-    return errors
-
-
-def _header(block: dict[str, Any], where: str, _: Collection[str]) -> list[str]:
-    return _text_errors(block.get("text"), f"{where}/text", MAX_HEADER_TEXT, plain_only=True)
-
-
-def _image(block: dict[str, Any], where: str, broken: Collection[str]) -> list[str]:
-    url = block.get("image_url")
-    if not isinstance(url, str) or not url or len(url) > 3000:
-        return [f"must provide a valid image_url [json-pointer:{where}/image_url]"]
-    if not isinstance(block.get("alt_text"), str) or not block["alt_text"]:
-        return [f"missing required field: alt_text [json-pointer:{where}]"]
-    if "title" in block:
-        errors = _text_errors(block["title"], f"{where}/title", 2000, plain_only=True)
-        if errors:
-            return errors
-    if url in broken:  # checked last: Slack fetches the image only for a valid block
-        return [f"downloading image failed [json-pointer:{where}/image_url]"]
-    return []
-
-
-def _context(block: dict[str, Any], where: str, broken: Collection[str]) -> list[str]:
-    elements = block.get("elements")
-    if not isinstance(elements, list) or not 1 <= len(elements) <= 10:
-        return [f"must have 1 to 10 items [json-pointer:{where}/elements]"]
-    errors: list[str] = []
-    for j, element in enumerate(elements):
-        at = f"{where}/elements/{j}"
-        if isinstance(element, dict) and element.get("type") == "image":
-            errors += _image(element, at, broken)
-        else:
-            errors += _text_errors(element, at, 3000)
-    return errors
-
-
-def _markdown(block: dict[str, Any], where: str, _: Collection[str]) -> list[str]:
-    text = block.get("text")
-    if not isinstance(text, str) or not 0 < len(text) <= 12_000:
-        return [f"must be 1 to 12000 characters [json-pointer:{where}/text]"]
-    return []
-
-
-def _anything(block: dict[str, Any], where: str, _: Collection[str]) -> list[str]:
-    return []  # blocks the relay does not render; accepted as they are
-
-
-_BLOCK_CHECKS: dict[str, Callable[[dict[str, Any], str, Collection[str]], list[str]]] = {
-    "section": _section,
-    "header": _header,
-    "image": _image,
-    "context": _context,
-    "markdown": _markdown,
-    "divider": _anything,
-    "actions": _anything,
-    "rich_text": _anything,
-    "video": _anything,
-    "file": _anything,
-    "input": _anything,
 }

@@ -16,8 +16,8 @@ Bodies are read as Telegram reads them: PTB sends form-encoded fields (multipart
 uploading files) with every non-string value JSON-encoded, e.g. `reply_parameters=
 {"message_id": 3, ...}` and `chat_id=-100123`; JSON bodies and query strings work too.
 
-Fault knobs (`fake.faults`) and the `running()` context manager are shared with
-tests/fakes/slack.py.
+Fault knobs (`fake.faults`) and the `running()` context manager come from
+tests/fakes/base.py, shared with the fake Slack.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.slack import FakeServer, Fault, RateWindow, request_params
+from tests.fakes.base import FakeServer, Fault, RateWindow, request_params
 from tests.fakes.telegram_html import EntityParseError, parse, utf16_len
 
 TOKEN = "123456789:AAFakeTokenForRelayTests0123456789a"
