@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +117,36 @@ async def test_sigterm_stops_intake_finishes_the_send_in_flight_and_exits_0(
     assert len(fake_slack.messages) == 1
     again.signal(signal.SIGTERM)
     assert await again.wait() == 0
+
+
+async def serve_once(config: Path) -> tuple[int, str]:
+    """`relay serve` that is expected to give up at start: its exit code and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay", "serve", "-c", str(config),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    return process.returncode or 0, stderr.decode()
+
+
+async def test_a_busy_port_or_a_missing_store_directory_is_one_clear_line(
+    tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess]
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path, fake_slack, port, rate=1)
+    first = RelayProcess(config, port, SECRET)
+    processes.append(first)
+    await first.start()
+    second = tmp_path / "second"
+    second.mkdir()
+    (second / "relay.yaml").write_text(config.read_text().replace(
+        f"{tmp_path}/relay.db", f"{second}/relay.db"))
+    code, stderr = await serve_once(second / "relay.yaml")
+    assert code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in stderr and "Traceback" not in stderr
+    (second / "relay.yaml").write_text(config.read_text().replace(
+        f"{tmp_path}/relay.db", f"{tmp_path}/no/such/dir/relay.db"))
+    code, stderr = await serve_once(second / "relay.yaml")
+    assert code == 1
+    assert "cannot open the store" in stderr and "does not exist" in stderr
+    assert "Traceback" not in stderr
