@@ -100,6 +100,8 @@ class Lane:
                 "stopped with a send still in flight; it is retried on the next start",
                 extra=fields(destination=self.destination),
             )
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.release_lane(self.destination, self.settings.owner)
         await self.courier.close()
 
     @property

@@ -10,6 +10,9 @@ import pytest
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
 
+# pg_database, pg_url, pg_empty_url: a real PostgreSQL database on 127.0.0.1:5432.
+pytest_plugins = ["tests.pg"]
+
 
 @pytest.fixture
 async def fake_slack() -> AsyncIterator[FakeSlack]:

@@ -9,16 +9,23 @@ from pathlib import Path
 import pytest
 
 from relay.store.base import DUPLICATE_WINDOW, Incoming, Store
+from relay.store.postgres import PostgresStore
 from relay.store.sqlite import SQLiteStore
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """A fresh, open store of each engine."""
-    engine = SQLiteStore(tmp_path / "relay.db")
+    """A fresh, open store of each engine (PostgreSQL: the session's database, emptied)."""
+    engine: Store
+    if request.param == "postgresql":
+        # Asked for only here, so the SQLite half of the suite runs without a server.
+        engine = PostgresStore(request.getfixturevalue("pg_url"))
+    else:
+        engine = SQLiteStore(tmp_path / "relay.db")
     await engine.open()
     yield engine
     await engine.close()
+
 
 T0 = 1_700_000_000.0
 

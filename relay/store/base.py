@@ -99,6 +99,9 @@ class Store(Protocol):
     async def hold_lane(self, destination: str, owner: str, ttl: float, now: float) -> bool:
         """Take or renew the right to deliver for `destination` (one instance at a time)."""
 
+    async def release_lane(self, destination: str, owner: str) -> None:
+        """Give the lane up (a clean stop), so another instance takes it at once."""
+
     async def claim(
         self, destination: str, now: float, limit: int, lease: float, owner: str
     ) -> list[Claimed]: ...

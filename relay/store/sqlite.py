@@ -219,6 +219,9 @@ class SQLiteStore:
     async def hold_lane(self, destination: str, owner: str, ttl: float, now: float) -> bool:
         return True  # one instance owns the SQLite file and every lane in it
 
+    async def release_lane(self, destination: str, owner: str) -> None:
+        return None
+
     async def claim(
         self, destination: str, now: float, limit: int, lease: float, owner: str
     ) -> list[Claimed]:

@@ -1,0 +1,316 @@
+"""What only the PostgreSQL store has: several instances on one database.
+
+Each test runs two (or more) PostgresStore instances against one database, as two relay
+processes would; the contract they share with SQLite is tests/test_store.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from relay.store import store_for
+from relay.store.base import Incoming, StoreUnavailable
+from relay.store.postgres import (
+    CONVERSATION_LOCK_CLASS,
+    MIGRATIONS,
+    PostgresStore,
+    _conversation_key,
+    _where,
+)
+
+T0 = 1_700_000_000.0
+TTL = 15.0
+
+
+def incoming(body: bytes, conversation: str | None = None, at: float = T0) -> Incoming:
+    return Incoming(body, "newMessage", conversation, ("a",), at)
+
+
+@pytest.fixture
+async def two(pg_url: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+    """Two open instances on one (emptied) database."""
+    first, second = PostgresStore(pg_url), PostgresStore(pg_url)
+    await first.open()
+    await second.open()
+    yield first, second
+    await asyncio.gather(first.close(), second.close())
+
+
+def test_store_for_routes_postgresql_urls() -> None:
+    assert isinstance(store_for("postgresql://relay:pw@db:5432/relay"), PostgresStore)
+    assert isinstance(store_for("postgres://relay@db/relay"), PostgresStore)
+
+
+# --- ingest across instances --------------------------------------------------------------------
+
+
+async def test_same_body_at_two_instances_at_once_is_stored_once(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = two
+    results = await asyncio.gather(
+        *(store.accept(incoming(b'{"same":1}')) for _ in range(10) for store in (a, b))
+    )
+    assert sum(not r.duplicate for r in results) == 1
+    assert len({r.event_id for r in results}) == 1
+    assert [(x.destination, x.pending) for x in await a.backlog()] == [("a", 1)]
+
+
+async def test_overlapping_bursts_at_two_instances(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = two
+    bodies = [f'{{"n":{n}}}'.encode() for n in range(150)]
+    results = await asyncio.gather(
+        *(a.accept(incoming(body)) for body in bodies[:100]),
+        *(b.accept(incoming(body)) for body in bodies[50:]),
+    )
+    assert sum(r.duplicate for r in results) == 50
+    assert len({r.event_id for r in results}) == 150
+    assert (await b.backlog())[0].pending == 150
+
+
+async def test_an_instance_waits_for_a_conversation_another_is_storing(
+    two: tuple[PostgresStore, PostgresStore],
+    pg_url: str,
+) -> None:
+    """Rows of one conversation get ids in commit order, so a lane never sees a later row
+    while an earlier one is still being committed elsewhere."""
+    a, b = two
+    other = await asyncpg.connect(pg_url)  # stands in for another instance mid-commit
+    try:
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute(
+            "SELECT pg_advisory_xact_lock($1, $2)",
+            CONVERSATION_LOCK_CLASS,
+            _conversation_key("conv-1"),
+        )
+        waiting = asyncio.create_task(a.accept(incoming(b"1", conversation="conv-1")))
+        assert not (await b.accept(incoming(b"2", conversation="conv-2"))).duplicate
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        await transaction.commit()
+        assert not (await asyncio.wait_for(waiting, 5)).duplicate
+    finally:
+        await other.close()
+
+
+async def test_close_commits_what_is_queued(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    await store.open()
+    pending = [asyncio.create_task(store.accept(incoming(bytes([n])))) for n in range(20)]
+    await asyncio.sleep(0)  # queued, not yet committed
+    await store.close()
+    assert all(not task.result().duplicate for task in pending)
+    with pytest.raises(StoreUnavailable):
+        await store.accept(incoming(b"late"))
+    reopened = PostgresStore(pg_url)
+    await reopened.open()
+    try:
+        assert (await reopened.backlog())[0].pending == 20
+    finally:
+        await reopened.close()
+
+
+# --- lanes and claims ---------------------------------------------------------------------------
+
+
+async def test_lane_is_held_by_one_instance_and_taken_over_when_it_expires(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = two
+    assert await a.hold_lane("a", "A", TTL, T0)
+    assert not await b.hold_lane("a", "B", TTL, T0 + 1)
+    assert await a.hold_lane("a", "A", TTL, T0 + 10)  # renewed: now held until T0 + 25
+    assert not await b.hold_lane("a", "B", TTL, T0 + 20)
+    assert await b.hold_lane("b", "B", TTL, T0 + 20)  # other destinations are other lanes
+    assert await b.hold_lane("a", "B", TTL, T0 + 25)  # A stopped renewing: B takes over
+    assert not await a.hold_lane("a", "A", TTL, T0 + 26)
+    assert await b.hold_lane("a", "B", TTL, T0 + 30)
+
+
+async def test_a_released_lane_is_free_at_once(two: tuple[PostgresStore, PostgresStore]) -> None:
+    a, b = two
+    assert await a.hold_lane("a", "A", TTL, T0)
+    await b.release_lane("a", "B")  # not B's to give up: nothing changes
+    assert not await b.hold_lane("a", "B", TTL, T0 + 1)
+    await a.release_lane("a", "A")  # a clean stop
+    assert await b.hold_lane("a", "B", TTL, T0 + 1)
+
+
+async def test_one_of_many_instances_racing_for_a_free_lane_gets_it(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = two
+    held = await asyncio.gather(
+        *(
+            store.hold_lane("a", f"owner-{n}-{side}", TTL, T0)
+            for n in range(8)
+            for side, store in enumerate((a, b))
+        )
+    )
+    assert sum(held) == 1
+
+
+async def test_successor_takes_the_dead_holders_rows_at_once(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """A claimed rows with a long lease and died; B takes the lane within the lane's TTL and
+    the rows with it, without waiting for A's leases to run out."""
+    a, b = two
+    await a.accept(incoming(b"1", conversation="c"))
+    await a.accept(incoming(b"2", conversation="c"))
+    assert await a.hold_lane("a", "A", TTL, T0)
+    (leased,) = await a.claim("a", T0, 10, 300.0, "A")
+    assert await b.claim("a", T0 + 1, 10, 300.0, "A") == []  # still A's lease, A's lane
+    assert await b.hold_lane("a", "B", TTL, T0 + TTL)
+    (taken,) = await b.claim("a", T0 + TTL, 10, 300.0, "B")
+    assert (taken.id, taken.body) == (leased.id, b"1")
+
+
+async def test_claimers_skip_rows_another_claimer_holds_and_keep_conversation_order(
+    two: tuple[PostgresStore, PostgresStore],
+    pg_url: str,
+) -> None:
+    a, b = two
+    for body, conversation in [(b"c1", "c"), (b"c2", "c"), (b"n1", None), (b"n2", None)]:
+        await a.accept(incoming(body, conversation))
+    other = await asyncpg.connect(pg_url)  # a claim in flight: heads of `c` and n1 locked
+    try:
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute(
+            "SELECT 1 FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
+            " WHERE e.body IN ('c1', 'n1') FOR UPDATE OF d"
+        )
+        claimed = await asyncio.wait_for(b.claim("a", T0 + 1, 10, 60.0, "B"), 5)
+        # n1 is skipped, not waited for; c2 stays behind its locked head c1.
+        assert [row.body for row in claimed] == [b"n2"]
+        await transaction.rollback()
+    finally:
+        await other.close()
+    assert [row.body for row in await a.claim("a", T0 + 1, 10, 60.0, "A")] == [
+        b"c1",
+        b"n1",
+        b"n2",
+    ]
+
+
+async def test_concurrent_claims_by_one_owner_never_share_a_row(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """Two claims racing on two connections each take distinct rows (SKIP LOCKED), and the
+    leases they set keep the rows from being claimed again."""
+    a, b = two
+    for n in range(60):
+        await a.accept(incoming(bytes([n])))
+    batches = await asyncio.gather(
+        *(store.claim("a", T0 + 1, 7, 60.0, "owner") for _ in range(6) for store in (a, b))
+    )
+    ids = [row.id for batch in batches for row in batch]
+    assert len(ids) == len(set(ids)) == 60
+
+
+async def test_thread_parent_first_writer_wins_across_instances(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = two
+    parents = await asyncio.gather(
+        *(store.set_thread_parent("a", "c", f"{n}.0") for n in range(5) for store in (a, b))
+    )
+    assert len(set(parents)) == 1
+    assert await a.thread_parent("a", "c") == await b.thread_parent("a", "c") == parents[0]
+
+
+# --- migrations ---------------------------------------------------------------------------------
+
+
+async def test_instances_starting_together_migrate_once(pg_empty_url: str) -> None:
+    stores = [PostgresStore(pg_empty_url) for _ in range(5)]
+    await asyncio.gather(*(store.open() for store in stores))
+    try:
+        accepted = await asyncio.gather(
+            *(store.accept(incoming(bytes([n]))) for n, store in enumerate(stores))
+        )
+        assert len({a.event_id for a in accepted}) == 5
+    finally:
+        await asyncio.gather(*(store.close() for store in stores))
+    again = PostgresStore(pg_empty_url)
+    await again.open()  # nothing left to apply
+    await again.close()
+    connection = await asyncpg.connect(pg_empty_url)
+    try:
+        versions = await connection.fetch("SELECT version FROM schema_migrations ORDER BY 1")
+    finally:
+        await connection.close()
+    assert [row[0] for row in versions] == list(range(1, len(MIGRATIONS) + 1))
+
+
+# --- failures -----------------------------------------------------------------------------------
+
+
+async def test_unreachable_server_is_unavailable_without_the_password() -> None:
+    store = PostgresStore("postgresql://u:hunter2-secret@127.0.0.1:1/x")
+    with pytest.raises(StoreUnavailable) as raised:
+        await store.open()
+    assert str(raised.value) == "postgresql at 127.0.0.1:1/x: connection refused"
+    assert "hunter2" not in "".join(traceback.format_exception(raised.value))
+    with pytest.raises(StoreUnavailable, match="not open"):
+        await store.accept(incoming(b"1"))
+    await store.close()  # closing a store that never opened is harmless
+
+
+async def test_missing_database_is_unavailable(pg_database: str) -> None:
+    url = pg_database.rsplit("/", 1)[0] + "/relay_no_such_database"
+    with pytest.raises(StoreUnavailable, match='database "relay_no_such_database" does not exist'):
+        await PostgresStore(url).open()
+
+
+async def test_store_recovers_when_its_connections_are_cut(
+    pg_url: str,
+) -> None:
+    """The server kills every connection (a restart, a failover): calls fail cleanly with
+    StoreUnavailable, never another exception, and the pool soon reconnects by itself."""
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        await asyncio.gather(*(store.accept(incoming(bytes([n]))) for n in range(50)))
+        await asyncio.gather(*(store.ping() for _ in range(5)))  # several pooled connections
+        admin = await asyncpg.connect(pg_url)
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        failures = []
+        for _ in range(11):  # at worst each pooled connection fails once
+            try:
+                await store.ping()
+                break
+            except StoreUnavailable as error:
+                failures.append(str(error))
+        else:
+            pytest.fail(f"the store did not reconnect: {failures}")
+        assert all(f.startswith("postgresql at 127.0.0.1:5432/relay_test_") for f in failures)
+        assert not (await store.accept(incoming(b"after"))).duplicate
+        assert (await store.backlog())[0].pending == 51
+    finally:
+        await store.close()
+
+
+def test_messages_name_the_server_never_the_credentials() -> None:
+    assert _where("postgresql://relay:pw@db.internal:6543/relay?sslmode=require") == (
+        "db.internal:6543/relay"
+    )
+    assert _where("postgres://relay@db/relay") == "db:5432/relay"
+    store = PostgresStore("postgresql://u:p%40ss@h/d?password=other")
+    message = str(store._unavailable(OSError("auth for p@ss and p%40ss and other failed")))
+    assert message == "postgresql at h:5432/d: auth for *** and *** and *** failed"
