@@ -327,3 +327,10 @@ def test_template_errors_are_reported_with_their_lines(tmp_path: Path) -> None:
     )
     assert lines[4] == "18: destinations.f.template: set template or template_file, not both"
     assert len(lines) == 5
+
+
+def test_example_config_with_only_the_telegram_token_stays_valid_for_telegram_chats() -> None:
+    # `relay telegram-chats` needs a valid config to find the chat id that is still missing.
+    config = load_config(ROOT / "relay.yaml.example", environ={"TELEGRAM_BOT_TOKEN": "1:abcdefgh"})
+    telegram = config.destinations["support-telegram"]
+    assert telegram.enabled is False and telegram.token is not None
