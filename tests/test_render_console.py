@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from relay.render.console import render_console
-from tests.test_render_text import CASES, HOSTILE, MENTIONS, SAMPLES, assert_golden
+from tests.render_cases import CASES, HOSTILE, MENTIONS, SAMPLES, assert_golden
 
 # Golden files for the samples and the short hostile cases; the 20k-character ones would
 # only repeat what the Slack and Telegram goldens already pin down.

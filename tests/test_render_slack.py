@@ -21,11 +21,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from slack_sdk.models.blocks import Block
 
+from relay.render.markup import slack_link
 from relay.render.messages import SlackMessage
 from relay.render.slack import render_slack
-from relay.render.text import slack_link
 from tests.fakes.telegram_html import utf16_len
-from tests.test_render_text import (
+from tests.render_cases import (
     CASES,
     HOSTILE,
     MENTIONS,

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from relay.render.messages import TelegramCall
 from relay.render.telegram import as_plain_text, render_telegram
 from tests.fakes.telegram_html import parse, utf16_len
-from tests.test_render_text import (
+from tests.render_cases import (
     CASES,
     EMOJI,
     HOSTILE,

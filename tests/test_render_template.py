@@ -19,9 +19,9 @@ from relay.render.template import (
     template_context,
 )
 from tests.fakes.telegram_html import parse
+from tests.render_cases import HOSTILE, MENTIONS, PROPERTY, SAMPLES, any_events, no_space
 from tests.test_render_slack import check_slack
 from tests.test_render_telegram import check_telegram
-from tests.test_render_text import HOSTILE, MENTIONS, PROPERTY, SAMPLES, any_events, no_space
 
 TEXT = SAMPLES["new-message-text"]
 

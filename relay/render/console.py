@@ -25,7 +25,7 @@ from typing import Any
 from relay.render.messages import SlackMessage, TelegramCall
 from relay.render.slack import render_slack
 from relay.render.telegram import render_telegram
-from relay.render.text import visible_text
+from relay.render.telegram_html import visible_text
 
 _SLACK_LINK = re.compile(r"<([^<>|]*)\|([^<>]*)>")
 _MEDIA_FIELDS = ("photo", "video", "document", "audio")

@@ -24,23 +24,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from relay.render.messages import SlackMessage
-from relay.render.template import Template, TemplateRenderError
-from relay.render.text import (
+from relay.render.content import Content, Media, extract
+from relay.render.markup import (
     SLACK,
-    Content,
-    Media,
     context_line,
     default_body,
-    extract,
     join_lines,
     media_line,
     shorten,
     slack_url,
-    split_markup,
     template_note,
-    width,
 )
+from relay.render.messages import SlackMessage
+from relay.render.split import split_markup, width
+from relay.render.template import Template, TemplateRenderError
 
 TEXT_MAX: Final = 4000  # Slack's advice for `text`; it truncates past 40,000
 SECTION_MAX: Final = 3000  # section text limit

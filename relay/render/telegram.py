@@ -24,23 +24,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from relay.render.messages import TelegramCall
-from relay.render.template import Template, TemplateRenderError
-from relay.render.text import (
+from relay.render.content import Content, Media, MediaKind, extract
+from relay.render.markup import (
     TELEGRAM,
-    Content,
-    Media,
-    MediaKind,
     context_line,
     default_body,
-    extract,
     join_lines,
     media_line,
-    split_markup,
     template_note,
-    visible_text,
-    width,
 )
+from relay.render.messages import TelegramCall
+from relay.render.split import split_markup, width
+from relay.render.telegram_html import visible_text
+from relay.render.template import Template, TemplateRenderError
 
 TEXT_MAX: Final = 4096
 CAPTION_MAX: Final = 1024

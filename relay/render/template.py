@@ -49,14 +49,9 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from relay.events import text_at
-from relay.render.text import (
-    Content,
-    escape_html,
-    escape_mrkdwn,
-    extract,
-    telegram_html_error,
-    to_json,
-)
+from relay.render.content import Content, extract, to_json
+from relay.render.markup import escape_html, escape_mrkdwn
+from relay.render.telegram_html import telegram_html_error
 
 Flavor = Literal["slack", "telegram"]
 
