@@ -4,9 +4,11 @@ python-telegram-bot clients are exercised end to end (tests/fakes/README.md)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from relay.store.sqlite import SQLiteStore
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
 
@@ -28,3 +30,12 @@ async def fake_telegram() -> AsyncIterator[FakeTelegram]:
     supergroup `CHAT_ID`."""
     async with FakeTelegram.running() as telegram:
         yield telegram
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """An open SQLite store in a fresh file (test_store.py runs its suite on every engine)."""
+    engine = SQLiteStore(tmp_path / "relay.db")
+    await engine.open()
+    yield engine
+    await engine.close()

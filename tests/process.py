@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,6 +17,31 @@ from pathlib import Path
 import aiohttp
 
 from relay.ingest.signature import sign
+
+
+def numbered_event(conversation: str, n: int) -> bytes:
+    """The n-th message of a conversation; its text `<conversation>-msg-<n>` shows up in
+    what the fakes receive, so order and completeness can be read off them."""
+    return json.dumps({
+        "event": "newMessage",
+        "message": {"sender": {"name": "C"}, "content": f"{conversation}-msg-{n}"},
+        "conversation": {"id": conversation},
+    }).encode()
+
+
+def numbered_texts(texts: list[str]) -> list[str]:
+    """The `<conversation>-msg-<n>` marks in received message texts, in order."""
+    return [mark for text in texts for mark in re.findall(r"\w-msg-\d+", text)]
+
+
+def assert_in_order(marks: list[str], conversations: str, count: int, repeats: int = 0) -> None:
+    """Every conversation's messages 0..count-1 arrived, in order; at most `repeats` arrived
+    twice (what was in flight at a crash), each right after its first copy."""
+    for conversation in conversations:
+        numbers = [int(m.split("-")[-1]) for m in marks if m.startswith(conversation)]
+        deduplicated = [n for i, n in enumerate(numbers) if i == 0 or n != numbers[i - 1]]
+        assert deduplicated == list(range(count)), numbers
+    assert len(marks) - len(conversations) * count <= repeats
 
 
 def free_port() -> int:

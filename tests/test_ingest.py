@@ -48,14 +48,6 @@ def make_config(**oneroute: Any) -> Config:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    engine = SQLiteStore(tmp_path / "relay.db")
-    await engine.open()
-    yield engine
-    await engine.close()
-
-
-@pytest.fixture
 def woken() -> list[tuple[str, ...]]:
     return []
 

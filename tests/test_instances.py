@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,19 +11,17 @@ import pytest
 
 from tests.fakes import slack as fake_slack_module
 from tests.fakes.slack import FakeSlack
-from tests.process import RelayProcess, free_port
+from tests.process import (
+    RelayProcess,
+    assert_in_order,
+    free_port,
+    numbered_event,
+    numbered_texts,
+)
 from tests.waiting import until
 
 SECRET = "instances-test-secret"
 RATE = 5.0  # messages per second to the channel, for both instances together
-
-
-def event(conversation: str, n: int) -> bytes:
-    return json.dumps({
-        "event": "newMessage",
-        "message": {"sender": {"name": "C"}, "content": f"{conversation}-msg-{n}"},
-        "conversation": {"id": conversation},
-    }).encode()
 
 
 def write_config(directory: Path, database: str, slack: FakeSlack, port: int) -> Path:
@@ -64,15 +60,7 @@ def pair(
 
 
 def received(slack: FakeSlack) -> list[str]:
-    return [m for post in slack.messages for m in re.findall(r"\w-msg-\d+", post.text)]
-
-
-def check_order(texts: list[str], conversations: str, count: int, repeats: int = 0) -> None:
-    for conversation in conversations:
-        numbers = [int(t.split("-")[-1]) for t in texts if t.startswith(conversation)]
-        deduplicated = [n for i, n in enumerate(numbers) if i == 0 or n != numbers[i - 1]]
-        assert deduplicated == list(range(count)), numbers
-    assert len(texts) - len(conversations) * count <= repeats
+    return numbered_texts([post.text for post in slack.messages])
 
 
 async def test_two_instances_deliver_each_event_once_in_order_within_the_rate_limit(
@@ -84,10 +72,10 @@ async def test_two_instances_deliver_each_event_once_in_order_within_the_rate_li
     for n in range(6):
         for conversation in "xyz":  # alternate instances, even within a conversation
             relay = a if (n + ord(conversation)) % 2 else b
-            assert await relay.post(event(conversation, n)) == 200
+            assert await relay.post(numbered_event(conversation, n)) == 200
     await until(lambda: len(received(fake_slack)) >= 18, within=30)
     await asyncio.sleep(1.0)  # anything delivered twice would show up by now
-    check_order(received(fake_slack), "xyz", 6)
+    assert_in_order(received(fake_slack), "xyz", 6)
     assert fake_slack.count(429) == 0
     # One lane for the channel across both instances: their sends never bunch up.
     times = [post.at for post in fake_slack.messages]
@@ -106,13 +94,13 @@ async def test_kill_9_of_the_delivering_instance_and_the_other_finishes(
     for n in range(10):
         for conversation in "pq":
             relay = a if n % 2 else b
-            assert await relay.post(event(conversation, n)) == 200
+            assert await relay.post(numbered_event(conversation, n)) == 200
     await until(lambda: len(fake_slack.messages) >= 3, within=20)
     holder, other = (a, b) if "relay.lanes: sent" in a.output() else (b, a)
     await holder.kill()
     assert len(received(fake_slack)) < 20, "the kill should land mid-delivery"
     await until(lambda: len(set(received(fake_slack))) == 20, within=40)
-    check_order(received(fake_slack), "pq", 10, repeats=1)
+    assert_in_order(received(fake_slack), "pq", 10, repeats=1)
     assert "relay.lanes: sent" in other.output()
     other.signal(signal.SIGTERM)
     assert await other.wait() == 0

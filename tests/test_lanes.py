@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from relay.lanes import Lane, LaneSettings, backoff
 from relay.pacing import Limit, Pacer
@@ -64,14 +61,6 @@ class Clock:
 
     async def sleep(self, seconds: float) -> None:
         self.now += seconds
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    engine = SQLiteStore(tmp_path / "relay.db")
-    await engine.open()
-    yield engine
-    await engine.close()
 
 
 async def put(store: SQLiteStore, text: str, conversation: str | None = "c1",

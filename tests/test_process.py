@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -14,18 +12,16 @@ import pytest
 
 from tests.fakes import slack as fake_slack_module
 from tests.fakes.slack import FakeSlack
-from tests.process import RelayProcess, free_port
+from tests.process import (
+    RelayProcess,
+    assert_in_order,
+    free_port,
+    numbered_event,
+    numbered_texts,
+)
 from tests.waiting import until
 
 SECRET = "process-test-secret"
-
-
-def event(conversation: str, n: int) -> bytes:
-    return json.dumps({
-        "event": "newMessage",
-        "message": {"sender": {"name": "C"}, "content": f"{conversation}-msg-{n}"},
-        "conversation": {"id": conversation},
-    }).encode()
 
 
 def write_config(tmp_path: Path, slack: FakeSlack, port: int, rate: float) -> Path:
@@ -67,7 +63,7 @@ async def test_kill_9_mid_delivery_then_restart_delivers_every_acknowledged_even
     await relay.start()
     sent = [(c, n) for n in range(8) for c in ("a", "b", "c")]
     for conversation, n in sent:
-        assert await relay.post(event(conversation, n)) == 200
+        assert await relay.post(numbered_event(conversation, n)) == 200
     await until(lambda: len(fake_slack.messages) >= 5, within=20)
     await relay.kill()
     delivered_before = len(fake_slack.messages)
@@ -76,18 +72,10 @@ async def test_kill_9_mid_delivery_then_restart_delivers_every_acknowledged_even
     restarted = RelayProcess(config, port, SECRET)
     processes.append(restarted)
     await restarted.start()
-    received = lambda: {  # noqa: E731
-        m for post in fake_slack.messages for m in re.findall(r"\w-msg-\d+", post.text)
-    }
-    await until(lambda: len(received()) == len(sent), within=30)
-    texts = [re.search(r"\w-msg-\d+", post.text).group(0)  # type: ignore[union-attr]
-             for post in fake_slack.messages]
-    for conversation in ("a", "b", "c"):
-        numbers = [int(t.split("-")[-1]) for t in texts if t.startswith(conversation)]
-        # In order; at most the send that was in flight at the kill is repeated.
-        deduplicated = [n for i, n in enumerate(numbers) if i == 0 or n != numbers[i - 1]]
-        assert deduplicated == list(range(8)), numbers
-    assert len(texts) - len(sent) <= 1
+    received = lambda: numbered_texts([post.text for post in fake_slack.messages])  # noqa: E731
+    await until(lambda: len(set(received())) == len(sent), within=30)
+    # In order; at most the send that was in flight at the kill is repeated.
+    assert_in_order(received(), "abc", 8, repeats=1)
     restarted.signal(signal.SIGTERM)
     assert await restarted.wait() == 0
 
@@ -101,13 +89,11 @@ async def test_sigterm_stops_intake_finishes_the_send_in_flight_and_exits_0(
     processes.append(relay)
     await relay.start()
     fake_slack.faults.delay_next(1, seconds=1.5)
-    assert await relay.post(event("z", 0)) == 200
+    assert await relay.post(numbered_event("z", 0)) == 200
     await asyncio.sleep(0.5)  # the send is now in flight, held 1.5 s by the fake
     relay.signal(signal.SIGTERM)
     assert await relay.wait(timeout=15) == 0
-    assert [re.search(r"z-msg-\d", p.text).group(0) for p in fake_slack.messages] == [  # type: ignore[union-attr]
-        "z-msg-0"
-    ]
+    assert numbered_texts([post.text for post in fake_slack.messages]) == ["z-msg-0"]
     assert "stopped" in relay.output()
     # Nothing is left pending: a restart sends nothing again.
     again = RelayProcess(config, port, SECRET)
