@@ -205,7 +205,10 @@ class Lane:
         thread = await self._thread_parent(row)
         for part in range(row.progress, len(messages)):
             await self.pacer.wait(self.courier.limits)
-            outcome = await self.courier.send(messages[part], thread)
+            try:
+                outcome = await self.courier.send(messages[part], thread)
+            finally:
+                self.pacer.sent(self.courier.limits)
             if isinstance(outcome, Sent):
                 thread = await self._remember_parent(row, thread, outcome.ref)
                 if part + 1 < len(messages):

@@ -52,6 +52,17 @@ class Pacer:
         if delay > 0:
             await self.sleep(delay)
 
+    def sent(self, limits: Sequence[Limit]) -> None:
+        """A send on these keys just completed: count it from now, not from its slot.
+
+        The platform counts a message when it arrives; a send that took longer than the
+        next (the first opens the connection) would otherwise leave the next ones closer
+        together than the interval, and a window like Telegram's 20/min overrun.
+        """
+        now = self.clock()
+        for limit in limits:
+            self._next[limit.key] = max(self._next.get(limit.key, now), now + limit.interval)
+
     def hold(self, limits: Sequence[Limit], seconds: float) -> None:
         """The platform said wait (429 Retry-After): nothing goes on these keys before then."""
         until = self.clock() + seconds

@@ -101,3 +101,15 @@ destinations:
         for limit in destination:
             assert "abcdefgh" not in limit.key and "XXXXXXXX" not in limit.key
             assert "0123456789" not in limit.key
+
+
+async def test_slow_send_counts_from_its_arrival_not_its_slot() -> None:
+    # A send that takes longer than it was scheduled (the first one opens a connection)
+    # must not leave the next sends bunched within the platform's window.
+    clock = FakeClock()
+    pacer = Pacer(clock, clock.sleep)
+    group = [Limit("tg:-100", 20 / 60)]
+    await pacer.wait(group)
+    clock.now += 0.5  # the send took half a second
+    pacer.sent(group)
+    assert await send_times(pacer, clock, group, 2) == [3.5, 6.5]

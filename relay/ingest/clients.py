@@ -8,6 +8,7 @@ every address.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -15,6 +16,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+@functools.lru_cache(maxsize=4096)  # a webhook sender posts from few addresses
 def parse_address(text: str) -> IPAddress | None:
     """An IP from a peer name or a forwarded hop (`1.2.3.4`, `1.2.3.4:80`, `[::1]:80`)."""
     text = text.strip().strip('"')

@@ -52,8 +52,15 @@ class Gate:
         )
 
 
+_COUNTERS: dict[tuple[str, str], Any] = {}  # (event label, result) -> its counter
+
+
 def _answer(code: int, result: str, event: str | None = None, **body: Any) -> web.Response:
-    metrics.events_received.labels(metrics.event_label(event), result).inc()
+    key = (metrics.event_label(event), result)
+    counter = _COUNTERS.get(key)
+    if counter is None:
+        counter = _COUNTERS[key] = metrics.events_received.labels(*key)
+    counter.inc()
     return web.json_response(body, status=code)
 
 
@@ -83,8 +90,11 @@ class Ingest:
         if (request.content_length or 0) > MAX_BODY:
             return self._too_large(client)
         try:
-            async with asyncio.timeout(BODY_TIMEOUT):
+            if request.content.is_eof():  # the whole body came with the headers: no wait
                 body = await request.read()
+            else:
+                async with asyncio.timeout(BODY_TIMEOUT):
+                    body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._too_large(client)
         except TimeoutError:
