@@ -115,6 +115,25 @@ routes:
     return config
 
 
+def platform_destinations(slack_api_url: str, telegram_api_url: str, chat_id: int) -> str:
+    """`support-slack` and `ops-telegram` on the fakes, with the platforms' default limits."""
+    from tests.fakes import slack as fake_slack
+    from tests.fakes import telegram as fake_telegram
+
+    return f"""
+support-slack:
+  type: slack
+  token: {fake_slack.BOT_TOKEN}
+  channel: {fake_slack.CHANNEL}
+  api_url: {slack_api_url}
+ops-telegram:
+  type: telegram
+  token: "{fake_telegram.TOKEN}"
+  chat_id: {chat_id}
+  api_url: {telegram_api_url}
+"""
+
+
 def _indent(block: str) -> str:
     lines = [line for line in block.strip("\n").splitlines()]
     return "\n".join("  " + line for line in lines)

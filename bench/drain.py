@@ -22,6 +22,7 @@ import aiohttp
 from bench.common import (
     PATH,
     free_port,
+    platform_destinations,
     relay_server,
     render_body,
     running,
@@ -31,7 +32,6 @@ from bench.common import (
     template_spec,
     write_config,
 )
-from tests.fakes import slack as fake_slack
 from tests.fakes import telegram as fake_telegram
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
@@ -48,18 +48,7 @@ def relay_config(directory: Path, port: int, slack: FakeSlack, telegram: FakeTel
     return write_config(
         directory,
         port,
-        f"""
-support-slack:
-  type: slack
-  token: {fake_slack.BOT_TOKEN}
-  channel: {fake_slack.CHANNEL}
-  api_url: {slack.api_url}
-ops-telegram:
-  type: telegram
-  token: "{fake_telegram.TOKEN}"
-  chat_id: {fake_telegram.CHAT_ID}
-  api_url: {telegram.api_url}
-""",
+        platform_destinations(slack.api_url, telegram.api_url, fake_telegram.CHAT_ID),
         r"""
 - {name: to-slack, when: {message.externalId: {regex: '^wamid\.slack-'}}, to: [support-slack]}
 - {name: to-telegram, when: {message.externalId: {regex: '^wamid\.telegram-'}}, to: [ops-telegram]}

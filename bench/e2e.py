@@ -29,6 +29,7 @@ from bench.common import (
     free_port,
     median,
     percentile,
+    platform_destinations,
     relay_server,
     render_body,
     running,
@@ -56,18 +57,7 @@ def relay_config(directory: Path, port: int, slack: FakeSlack, telegram: FakeTel
     return write_config(
         directory,
         port,
-        f"""
-support-slack:
-  type: slack
-  token: {fake_slack.BOT_TOKEN}
-  channel: {fake_slack.CHANNEL}
-  api_url: {slack.api_url}
-ops-telegram:
-  type: telegram
-  token: "{fake_telegram.TOKEN}"
-  chat_id: {TELEGRAM_CHAT}
-  api_url: {telegram.api_url}
-""",
+        platform_destinations(slack.api_url, telegram.api_url, TELEGRAM_CHAT),
         "- {name: everything, to: [support-slack, ops-telegram]}",
     )
 
