@@ -1,4 +1,6 @@
-"""`python -m bench [ingest|e2e|drain|memory ...] [--quick]`: run benchmarks (all by default).
+"""`python -m bench [ingest|e2e|drain|memory|handler|floor ...] [--quick]`: run benchmarks.
+
+Without names, the four figures of BENCHMARKS.md: ingest, e2e, drain, memory.
 
 Results are printed as tables and written to bench/results/<name>.json (git-ignored).
 See BENCHMARKS.md for the method and the figures.
@@ -15,7 +17,7 @@ from typing import Any
 from bench.common import machine
 
 NAMES = ("ingest", "e2e", "drain", "memory")
-EXTRAS = ("handler",)  # run only when named: a profiling aid, not one of the figures
+EXTRAS = ("handler", "floor")  # run only when named: analysis aids, not among the four figures
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         "names",
         nargs="*",
         metavar="NAME",
-        help=f"benchmarks to run: {', '.join(NAMES)} (default: all of these), or handler "
-        "(the webhook handler's CPU per request, in process; with --patch)",
+        help=f"benchmarks to run: {', '.join(NAMES)} (default: all of these), handler "
+        "(the webhook handler's CPU per request, in process; with --patch), or floor "
+        "(how close to the bare handler any durable relay can come on this machine)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="shorter runs and smaller N, for a quick check"
@@ -34,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--loadgen",
         choices=["auto", "wrk", "python"],
         default="auto",
-        help="ingest load generator (auto: wrk when installed)",
+        help="ingest and floor load generator (auto: wrk when installed)",
     )
     parser.add_argument(
         "--loop",
@@ -42,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="ingest: event loop(s) to run (default: both)",
     )
-    parser.add_argument("--rounds", type=int, help="ingest: rounds (default 3, quick 1)")
-    parser.add_argument("--seconds", type=float, help="ingest: seconds per run (default 10)")
+    parser.add_argument("--rounds", type=int, help="ingest, floor: rounds (default 3, quick 1)")
+    parser.add_argument("--seconds", type=float, help="ingest, floor: seconds per run (default 10)")
     parser.add_argument(
         "--patch",
         action="append",
@@ -62,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from bench import drain, e2e, handler, ingest, memory
+    from bench import drain, e2e, floor, handler, ingest, memory
 
     results: dict[str, Any] = {}
     for name in args.names or NAMES:
@@ -80,6 +83,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results[name] = await drain.main(quick=args.quick, patches=patches)
         elif name == "handler":
             results[name] = await handler.main(args.patch, quick=args.quick)
+        elif name == "floor":
+            results[name] = await floor.main(
+                quick=args.quick, generator=args.loadgen, rounds=args.rounds, seconds=args.seconds
+            )
         elif name == "memory":
             results[name] = await memory.main(quick=args.quick, events=args.events)
         print(f"({name}: {time.monotonic() - started:.0f} s)\n", flush=True)

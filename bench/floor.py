@@ -1,0 +1,201 @@
+"""The floor under the ingest target: what any durable relay must do, measured on this machine.
+
+`bench ingest` compares the relay with a bare aiohttp handler. This asks how close to that
+ceiling a relay could come at all. It runs, in one invocation and with the same load as
+`bench ingest` (wrk or bench.loadgen, 32 connections, unique signed events), the bare
+handler and then bench/floor_server.py at three stages, each in one process and in two
+processes sharing the port (SO_REUSEPORT, a database file each, so they never wait for
+each other):
+
+- verify:   signature check and JSON parse (the relay's own functions), then answer;
+- durable:  and the relay's SQLite group commit (event, duplicate check, delivery row;
+            synchronous=FULL as shipped), inline on the event loop: no thread hand-off;
+- durable-async: the same with the fsync on a thread, the loop going on meanwhile;
+- unsynced: the same with synchronous=OFF: no fsync, so not durable (for comparison).
+
+None of the stages routes, logs, counts metrics or delivers: whatever they reach, the
+relay cannot exceed without giving up durability or the duplicate check.
+
+    python -m bench floor [--quick] [--seconds S] [--loadgen wrk|python]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.common import (
+    ROOT,
+    Server,
+    bare_server,
+    cpu_seconds,
+    free_port,
+    median,
+    save,
+    table,
+)
+from bench.floor_server import STAGES
+from bench.ingest import CONNECTIONS, TARGET_RATIO
+from bench.load import pick, run_load
+
+PROCESSES = (1, 2)
+
+
+def floor_server(directory: Path, port: int, stage: str, number: int) -> Server:
+    return Server(
+        [sys.executable, "-m", "bench.floor_server", "--port", str(port), "--stage", stage,
+         "--db", str(directory / f"floor-{number}.db")],
+        port,
+        directory / f"floor-{number}.log",
+        env={"PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def all_running(servers: list[Server], within: float = 30.0) -> AsyncIterator[None]:
+    """Start every server on the shared port; with several, return once each has answered
+    a /healthz with its pid (the first answers for all until the others listen)."""
+    try:
+        for server in servers:
+            await server.start()
+        pending = {str(server.pid) for server in servers} if len(servers) > 1 else set()
+        deadline = time.monotonic() + within
+        while pending and time.monotonic() < deadline:
+            # A new connection each time, so the kernel spreads them over the processes.
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{servers[0].url}/healthz") as response,
+            ):
+                pending.discard(await response.text())
+        if pending:
+            raise RuntimeError(f"processes {sorted(pending)} never answered on the shared port")
+        yield
+    finally:
+        for server in servers:
+            await server.stop()
+            server.kill()
+
+
+def stored_events(directory: Path) -> int:
+    total = 0
+    for db in directory.glob("floor-*.db"):
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+            total += int(connection.execute("SELECT count(*) FROM events").fetchone()[0])
+    return total
+
+
+async def measure(
+    servers: list[Server], seconds: float, warmup: float, generator: str, tag: str
+) -> dict[str, Any]:
+    prefix = f"{tag}-{time.time_ns()}"
+    warm = await run_load(servers[0].port, warmup, CONNECTIONS, prefix + "-warm", generator)
+    cpu_before = sum(cpu_seconds(server.pid) for server in servers)
+    result = await run_load(servers[0].port, seconds, CONNECTIONS, prefix, generator)
+    result["server_cores"] = (
+        sum(cpu_seconds(server.pid) for server in servers) - cpu_before
+    ) / result["seconds"]
+    result["warmup_requests"] = warm["requests"]
+    return result
+
+
+async def run(seconds: float, warmup: float, rounds: int, generator: str) -> dict[str, Any]:
+    generator = pick(generator)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as temp:
+        for round_ in range(rounds):
+            port = free_port()
+            bare = bare_server(Path(temp), port)
+            async with all_running([bare]):
+                runs.setdefault("bare", []).append(
+                    await measure([bare], seconds, warmup, generator, "bare")
+                )
+            for stage in STAGES:
+                for processes in PROCESSES:
+                    name = f"{stage} x{processes}"
+                    directory = Path(temp) / f"{stage}-{processes}-{round_}"
+                    directory.mkdir()
+                    port = free_port()
+                    servers = [floor_server(directory, port, stage, n) for n in range(processes)]
+                    async with all_running(servers):
+                        result = await measure(servers, seconds, warmup, generator, name)
+                    if stage != "verify":  # every answered event is in a database
+                        answered = result["requests"] + result["warmup_requests"]
+                        result["all_stored"] = stored_events(directory) >= answered
+                    runs.setdefault(name, []).append(result)
+    return summarise(runs, generator, seconds, rounds)
+
+
+def summarise(
+    runs: dict[str, list[dict[str, Any]]], generator: str, seconds: float, rounds: int
+) -> dict[str, Any]:
+    bare_rps = median(r["rps"] for r in runs["bare"])
+    summary: dict[str, Any] = {}
+    rows = []
+    for name, results in runs.items():
+        figures = {
+            "rps": median(r["rps"] for r in results),
+            "p99_ms": median(r["latency_ms"]["p99"] for r in results),
+            "server_cores": median(r["server_cores"] for r in results),
+            "cpu_us_per_request": median(1e6 * r["server_cores"] / r["rps"] for r in results),
+            "non_200": sum(r["non_200"] for r in results),
+            "all_stored": all(r.get("all_stored", True) for r in results),
+        }
+        figures["ratio_to_bare"] = figures["rps"] / bare_rps
+        summary[name] = figures
+        rows.append(
+            [name, figures["rps"], figures["ratio_to_bare"], figures["p99_ms"],
+             figures["server_cores"], figures["cpu_us_per_request"], figures["non_200"],
+             "yes" if figures["all_stored"] else "NO"]
+        )  # fmt: skip
+    title = (
+        f"Floor: what any durable relay must do; {CONNECTIONS} connections, {generator}, "
+        f"{seconds:g} s, median of {rounds} round(s); the ingest target is {TARGET_RATIO}x bare"
+    )
+    text = table(
+        title,
+        ["server", "req/s", "x bare", "p99 ms", "cores", "CPU us/req", "non-200", "stored"],
+        rows,
+    )
+    best_durable = max(
+        (name for name in summary if name.startswith("durable")),
+        key=lambda name: summary[name]["rps"],
+    )
+    text += (
+        f"\nbest durable floor: {best_durable}, {summary[best_durable]['ratio_to_bare']:.2f}x "
+        f"bare (the ingest target is {TARGET_RATIO}x)"
+    )
+    # Information, not a target: the relay itself is measured by `bench ingest`.
+    checks = {
+        "all_200_and_stored": all(f["non_200"] == 0 and f["all_stored"] for f in summary.values())
+    }
+    return {"summary": summary, "checks": checks, "runs": runs, "table": text}
+
+
+async def main(
+    quick: bool = False,
+    generator: str = "auto",
+    rounds: int | None = None,
+    seconds: float | None = None,
+) -> dict[str, Any]:
+    result = await run(
+        seconds=seconds or (5.0 if quick else 10.0),
+        warmup=1.0 if quick else 2.0,
+        rounds=rounds or (1 if quick else 3),
+        generator=generator,
+    )
+    print(result["table"])
+    save("floor", result)
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover - use python -m bench floor
+    asyncio.run(main())
