@@ -67,7 +67,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvloop
 
         uvloop.install()
-    return asyncio.run(serve(config, Path(args.config), banner + _curl_hint(curl_command(config))))
+    banner += _curl_hint(curl_command(config))
+    return asyncio.run(serve(config, Path(args.config), banner, watch_file=args.watch))
 
 
 def _banner(config: Config, file: str) -> str:
@@ -247,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["text", "json"], default="text")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     serve.add_argument("--uvloop", action="store_true", help="run on uvloop (if installed)")
+    serve.add_argument(
+        "--watch",
+        action="store_true",
+        help="also reload when the config file changes (checked every 2 s), as on SIGHUP",
+    )
     command("check", "validate the config; exit 0, or 1 with every error", cmd_check)
     route = command("route", "which routes and destinations an event takes", cmd_route)
     route.add_argument("event", metavar="EVENT.json", help="a OneRoute event body (- for stdin)")

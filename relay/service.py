@@ -27,6 +27,7 @@ from relay.lanes import Lane, LaneSettings
 from relay.logs import fields
 from relay.pacing import Pacer
 from relay.store import Store, StoreUnavailable, store_for
+from relay.watch import watch
 
 log = logging.getLogger("relay.service")
 
@@ -46,6 +47,8 @@ class Relay:
         self.lanes: dict[str, Lane] = {}
         self.ingest = Ingest(Gate.from_config(config), self.store, self._wake)
         self._tasks: list[asyncio.Task[None]] = []
+        self._reloading = asyncio.Lock()
+        self._stopped = False
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -59,11 +62,15 @@ class Relay:
         self._tasks.append(asyncio.create_task(self._prune_forever(), name="relay-prune"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*(lane.stop(STOP_TIMEOUT) for lane in self.lanes.values()))
-        self.lanes.clear()
-        await self.store.close()
+        async with self._reloading:  # a reload under way finishes first; none starts after
+            if self._stopped:
+                return
+            self._stopped = True
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*(lane.stop(STOP_TIMEOUT) for lane in self.lanes.values()))
+            self.lanes.clear()
+            await self.store.close()
 
     def app(self) -> web.Application:
         return build_app(
@@ -117,7 +124,13 @@ class Relay:
     # --- reload -------------------------------------------------------------------------------
 
     async def reload(self) -> bool:
-        """Load the config file again; on any error keep running the last good config."""
+        """Load the config file again; on any error keep running the last good config.
+
+        One reload at a time: SIGHUP and the file watcher may ask at once."""
+        async with self._reloading:
+            return not self._stopped and await self._reload()
+
+    async def _reload(self) -> bool:
         try:
             config = load_config(self.config_file)
         except ConfigError as error:
@@ -198,8 +211,11 @@ class Relay:
         metrics.dead_letters.set(await self.store.dead_count())
 
 
-async def serve(config: Config, config_file: Path, banner: str | None = None) -> int:
-    """Run until SIGTERM/SIGINT; reload on SIGHUP. The exit code."""
+async def serve(
+    config: Config, config_file: Path, banner: str | None = None, watch_file: bool = False
+) -> int:
+    """Run until SIGTERM/SIGINT; reload on SIGHUP (and when the file changes, with
+    `watch_file`). The exit code."""
     relay = Relay(config, config_file)
     try:
         await relay.start()
@@ -236,9 +252,14 @@ async def serve(config: Config, config_file: Path, banner: str | None = None) ->
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    watcher = asyncio.create_task(watch(config_file, relay.reload)) if watch_file else None
     await stop.wait()
     log.info("stopping: no new events; finishing sends in flight")
     await runner.cleanup()  # intake stops first; requests mid-write are answered
     await relay.stop()
+    if watcher is not None:  # after stop(): a reload it started has finished
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
     log.info("stopped")
     return 0

@@ -243,6 +243,73 @@ async def test_sighup_reloads_a_running_process(
         relay.stop_quietly()
 
 
+async def test_watch_reloads_a_running_process_when_the_file_changes(
+    tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    port = free_port()
+    file = tmp_path / "relay.yaml"
+    server = f"server: {{host: 127.0.0.1, port: {port}}}\n"
+    file.write_text(server + config_text(tmp_path, "  a: {type: console}\n"))
+    relay = RelayProcess(file, port, SECRET, "--watch")
+    await relay.start()
+    try:
+        replacement = tmp_path / "relay.yaml.new"  # saved the way editors do: write, rename
+        replacement.write_text(server + config_text(tmp_path, slack(fake_slack), "  - to: [a]\n"))
+        replacement.replace(file)
+        await until(lambda: "config reloaded" in relay.output(), within=15)
+        assert "config file changed; reloading" in relay.output()
+        assert await relay.post(event("w", 1)) == 200
+        await until(lambda: len(fake_slack.messages) == 1)
+        file.write_text("oneroute: [broken\n")
+        await until(lambda: "reload failed" in relay.output(), within=15)
+        assert await relay.post(event("w", 2)) == 200
+        await until(lambda: len(fake_slack.messages) == 2)
+        relay.signal(signal.SIGTERM)
+        assert await relay.wait() == 0
+    finally:
+        relay.stop_quietly()
+
+
+async def test_reloads_at_once_run_one_after_the_other(
+    start: Any, tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    running = await start(config_text(tmp_path, "  a: {type: console}\n"))
+    (tmp_path / "relay.yaml").write_text(
+        config_text(tmp_path, "  a: {type: console}\n" + slack(fake_slack, "b"), "  - to: [b]\n")
+    )
+    lanes_before = dict(running.relay.lanes)
+    assert await asyncio.gather(*(running.relay.reload() for _ in range(3))) == [True] * 3
+    assert set(running.relay.lanes) == {"a", "b"}
+    assert running.relay.lanes["a"] is lanes_before["a"]  # unchanged: not restarted
+    assert all(lane.running for lane in running.relay.lanes.values())
+    lane_tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith("lane:")]
+    assert sorted(t.get_name() for t in lane_tasks) == ["lane:a", "lane:b"]  # no stray lane
+    await running.relay.stop()
+    assert not await running.relay.reload()  # none after stop: it would start lanes again
+    assert running.relay.lanes == {}
+
+
+async def test_a_slow_reload_cannot_overwrite_a_newer_one(
+    start: Any, tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    running = await start(config_text(tmp_path, "  a: {type: console}\n"))
+    file = tmp_path / "relay.yaml"
+    lane, stop = running.relay.lanes["a"], running.relay.lanes["a"].stop
+
+    async def slow_stop(grace: float = 10.0) -> None:
+        await asyncio.sleep(0.3)
+        await stop(grace)
+
+    lane.stop = slow_stop  # type: ignore[method-assign]
+    file.write_text(config_text(tmp_path, slack(fake_slack)))  # a changes: its lane restarts
+    first = asyncio.create_task(running.relay.reload())
+    await asyncio.sleep(0.05)  # the first reload is stopping the old lane
+    file.write_text(config_text(tmp_path, "  a: {type: console}\n  b: {type: console}\n"))
+    assert await running.relay.reload() and await first
+    assert set(running.relay.config.destinations) == {"a", "b"}  # the newest file wins
+    assert set(running.relay.lanes) == {"a", "b"}
+
+
 # --- logs --------------------------------------------------------------------------------------
 
 

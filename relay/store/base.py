@@ -116,6 +116,7 @@ class Store(Protocol):
     async def bury(self, delivery_id: int, now: float, reason: str, detail: str) -> None: ...
     async def next_due(self, destination: str, owner: str) -> float | None:
         """When the next row becomes claimable by `owner` (None: nothing pending)."""
+
     async def thread_parent(self, destination: str, conversation: str) -> str | None: ...
     async def set_thread_parent(self, destination: str, conversation: str, ref: str) -> str:
         """Record the conversation's parent message unless one exists; return the parent."""
