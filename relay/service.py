@@ -3,7 +3,8 @@
 Start-up order makes every acknowledged event deliverable: the store opens (and migrates)
 first, lanes start and pick up what an earlier run left pending, and only then does the
 server accept new events. SIGTERM/SIGINT stop intake, let in-flight sends finish (bounded)
-and exit 0; SIGHUP reloads the config, keeping the old one if the new one is invalid.
+and exit 0; SIGHUP (or, with --watch, a change of the file) reloads the config, keeping
+the old one if the new one is invalid.
 """
 
 from __future__ import annotations
