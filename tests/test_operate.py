@@ -217,52 +217,35 @@ async def test_reload_dead_letters_rows_of_a_removed_destination(
     assert (letter.destination, letter.reason) == ("a", "destination_removed")
 
 
-async def test_sighup_reloads_a_running_process(
-    tmp_path: Path, fake_slack: FakeSlack
+@pytest.mark.parametrize("trigger", ["sighup", "watch"])
+async def test_a_running_process_reloads(
+    tmp_path: Path, fake_slack: FakeSlack, trigger: str
 ) -> None:
+    """On SIGHUP, or by itself with --watch when the file is saved (written, renamed)."""
     port = free_port()
     file = tmp_path / "relay.yaml"
     server = f"server: {{host: 127.0.0.1, port: {port}}}\n"
     file.write_text(server + config_text(tmp_path, "  a: {type: console}\n"))
-    relay = RelayProcess(file, port, SECRET)
+    relay = RelayProcess(file, port, SECRET, *(["--watch"] if trigger == "watch" else []))
+
+    def change(text: str) -> None:
+        saved = tmp_path / "relay.yaml.new"
+        saved.write_text(text)
+        saved.replace(file)
+        if trigger == "sighup":
+            relay.signal(signal.SIGHUP)
+
     await relay.start()
     try:
-        file.write_text(server + config_text(tmp_path, slack(fake_slack), "  - to: [a]\n"))
-        relay.signal(signal.SIGHUP)
-        await until(lambda: "config reloaded" in relay.output(), within=10)
+        change(server + config_text(tmp_path, slack(fake_slack), "  - to: [a]\n"))
+        await until(lambda: "config reloaded" in relay.output(), within=15)
+        if trigger == "watch":
+            assert "config file changed; reloading" in relay.output()
         assert await relay.post(event("h", 1)) == 200
         await until(lambda: len(fake_slack.messages) == 1)
-        file.write_text("oneroute: [broken\n")
-        relay.signal(signal.SIGHUP)
-        await until(lambda: "reload failed" in relay.output(), within=10)
-        assert await relay.post(event("h", 2)) == 200
-        await until(lambda: len(fake_slack.messages) == 2)
-        relay.signal(signal.SIGTERM)
-        assert await relay.wait() == 0
-    finally:
-        relay.stop_quietly()
-
-
-async def test_watch_reloads_a_running_process_when_the_file_changes(
-    tmp_path: Path, fake_slack: FakeSlack
-) -> None:
-    port = free_port()
-    file = tmp_path / "relay.yaml"
-    server = f"server: {{host: 127.0.0.1, port: {port}}}\n"
-    file.write_text(server + config_text(tmp_path, "  a: {type: console}\n"))
-    relay = RelayProcess(file, port, SECRET, "--watch")
-    await relay.start()
-    try:
-        replacement = tmp_path / "relay.yaml.new"  # saved the way editors do: write, rename
-        replacement.write_text(server + config_text(tmp_path, slack(fake_slack), "  - to: [a]\n"))
-        replacement.replace(file)
-        await until(lambda: "config reloaded" in relay.output(), within=15)
-        assert "config file changed; reloading" in relay.output()
-        assert await relay.post(event("w", 1)) == 200
-        await until(lambda: len(fake_slack.messages) == 1)
-        file.write_text("oneroute: [broken\n")
+        change("oneroute: [broken\n")
         await until(lambda: "reload failed" in relay.output(), within=15)
-        assert await relay.post(event("w", 2)) == 200
+        assert await relay.post(event("h", 2)) == 200
         await until(lambda: len(fake_slack.messages) == 2)
         relay.signal(signal.SIGTERM)
         assert await relay.wait() == 0
