@@ -32,9 +32,15 @@ async def serve(port: int) -> None:
     app = web.Application(client_max_size=1024 * 1024)
     app.router.add_post(PATH, handle)
     app.router.add_get("/healthz", healthz)
+    await serve_app(app, port)
+
+
+async def serve_app(app: web.Application, port: int, reuse_port: bool = False) -> None:
+    """Serve `app` on 127.0.0.1:port as the relay is served (AppRunner, no access log)
+    until SIGTERM or SIGINT."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()
+    await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True, reuse_port=reuse_port).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ from bench.common import (
     table,
 )
 from bench.floor_server import STAGES
-from bench.ingest import CONNECTIONS, TARGET_RATIO
+from bench.ingest import CONNECTIONS, TARGET_RATIO, stored_events
 from bench.load import pick, run_load
 
 PROCESSES = (1, 2)
@@ -85,14 +84,6 @@ async def all_running(servers: list[Server], within: float = 30.0) -> AsyncItera
             server.kill()
 
 
-def stored_events(directory: Path) -> int:
-    total = 0
-    for db in directory.glob("floor-*.db"):
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
-            total += int(connection.execute("SELECT count(*) FROM events").fetchone()[0])
-    return total
-
-
 async def measure(
     servers: list[Server], seconds: float, warmup: float, generator: str, tag: str
 ) -> dict[str, Any]:
@@ -129,7 +120,8 @@ async def run(seconds: float, warmup: float, rounds: int, generator: str) -> dic
                         result = await measure(servers, seconds, warmup, generator, name)
                     if stage != "verify":  # every answered event is in a database
                         answered = result["requests"] + result["warmup_requests"]
-                        result["all_stored"] = stored_events(directory) >= answered
+                        stored = sum(map(stored_events, directory.glob("floor-*.db")))
+                        result["all_stored"] = stored >= answered
                     runs.setdefault(name, []).append(result)
     return summarise(runs, generator, seconds, rounds)
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aiohttp import web
 
+from bench.bare import serve_app
 from bench.common import PATH, SECRET
 from relay.events import conversation_key, event_name, parse_event
 from relay.ingest.signature import SIGNATURE_HEADER, Verifier
@@ -112,15 +112,7 @@ def build_app(stage: str, db: Path) -> web.Application:
 
 
 async def serve(port: int, stage: str, db: Path) -> None:
-    runner = web.AppRunner(build_app(stage, db), access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True, reuse_port=True).start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    await serve_app(build_app(stage, db), port, reuse_port=True)
 
 
 def main() -> None:
