@@ -18,15 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from relay import __version__, logs, redact
-from relay.config import Config, ConfigError, load_config
-from relay.events import InvalidEvent, parse_event
+from relay.config import Config, load_config
+from relay.errors import CLIError, ConfigError, InvalidEvent, UsageError
+from relay.events import parse_event
 from relay.routing import decide
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-
-
-class CLIError(Exception):
-    """A user-facing failure: printed as one line, exit 1."""
 
 
 def default_config() -> str:
@@ -197,7 +194,8 @@ def cmd_telegram_chats(args: argparse.Namespace) -> int:
 
 
 def _with_store(file: str, action: Callable[[Any], Any]) -> Any:
-    from relay.store import StoreUnavailable, store_for
+    from relay.errors import StoreUnavailable
+    from relay.store import store_for
 
     config = _load(file)
 
@@ -216,10 +214,6 @@ def _with_store(file: str, action: Callable[[Any], Any]) -> Any:
 
 
 # --- parser -----------------------------------------------------------------------------------
-
-
-class UsageError(Exception):
-    """Misuse of the command line: usage on stderr, exit 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

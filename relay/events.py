@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from relay.errors import InvalidEvent
+
 Event = Mapping[str, Any]
 
 
@@ -59,10 +61,6 @@ def conversation_key(event: Event) -> str | None:
     conversation (such events are delivered without an ordering constraint).
     """
     return text_at(event, "conversation.id") or text_at(event, "message.conversation_id")
-
-
-class InvalidEvent(ValueError):
-    """The body is not a JSON object; the message says why, for the 400 answer."""
 
 
 _LONE_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")

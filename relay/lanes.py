@@ -20,12 +20,13 @@ from typing import Any
 
 from relay import metrics
 from relay.destinations import Courier
+from relay.errors import StoreUnavailable
 from relay.events import parse_event
 from relay.logs import fields
 from relay.pacing import Pacer
 from relay.redact import redact
 from relay.send.outcome import RetryLater, Sent
-from relay.store.base import Claimed, Store, StoreUnavailable
+from relay.store.base import Claimed, Store
 
 log = logging.getLogger("relay.lanes")
 

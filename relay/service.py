@@ -21,13 +21,14 @@ from pathlib import Path
 from aiohttp import web
 
 from relay import metrics, redact
-from relay.config import Config, ConfigError, load_config
+from relay.config import Config, load_config
 from relay.destinations import build_courier
+from relay.errors import ConfigError, StoreUnavailable
 from relay.ingest.server import Gate, Ingest, build_app
 from relay.lanes import Lane, LaneSettings
 from relay.logs import fields
 from relay.pacing import Pacer
-from relay.store import Store, StoreUnavailable, store_for
+from relay.store import Store, store_for
 from relay.watch import watch
 
 log = logging.getLogger("relay.service")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from relay.config import ConfigError, load_config, parse_config
+from relay.config import load_config, parse_config
 from relay.config.schema import schema
+from relay.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 MINIMAL = """

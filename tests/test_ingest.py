@@ -14,9 +14,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from relay.config import Config, parse_config
+from relay.errors import StoreUnavailable
 from relay.ingest.server import MAX_BODY, Gate, Ingest, build_app
 from relay.ingest.signature import sign
-from relay.store.base import Accepted, Incoming, StoreUnavailable
+from relay.store.base import Accepted, Incoming
 from relay.store.sqlite import SQLiteStore
 
 SECRET = "test-secret-0123456789"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.ingest.jsjson import JSONParseError, js_reserialise
+from relay.errors import JSONParseError
+from relay.ingest.jsjson import js_reserialise
 
 DATA = Path(__file__).resolve().parent / "data" / "oneroute"
 

@@ -22,7 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay.ingest.jsjson import JSONParseError, js_reserialise
+from relay.errors import JSONParseError
+from relay.ingest.jsjson import js_reserialise
 from relay.ingest.signature import sign
 from tests.test_jsjson import CASES
 

@@ -16,10 +16,10 @@ from aiohttp.test_utils import TestClient
 
 from relay import metrics, redact
 from relay.config import load_config
+from relay.errors import StoreUnavailable
 from relay.ingest.signature import sign
 from relay.logs import JSONFormatter, TextFormatter, fields
 from relay.service import Relay
-from relay.store.base import StoreUnavailable
 from tests.fakes import slack as fake_slack_module
 from tests.fakes import telegram as fake_telegram_module
 from tests.fakes.slack import FakeSlack

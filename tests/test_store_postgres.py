@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from relay.errors import StoreUnavailable
 from relay.store import store_for
-from relay.store.base import Incoming, StoreUnavailable
+from relay.store.base import Incoming
 from relay.store.postgres import (
     CONVERSATION_LOCK_CLASS,
     MIGRATIONS,

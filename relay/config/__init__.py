@@ -1,6 +1,6 @@
 """relay.yaml: the config model, and loading it with file:line errors."""
 
-from relay.config.load import ConfigError, load_config, parse_config
+from relay.config.load import load_config, parse_config
 from relay.config.model import (
     Config,
     ConsoleDestination,
@@ -9,6 +9,7 @@ from relay.config.model import (
     SlackDestination,
     TelegramDestination,
 )
+from relay.errors import ConfigError
 
 __all__ = [
     "Config",

@@ -18,24 +18,9 @@ from pydantic import BaseModel, ValidationError
 
 from relay.config.model import Config
 from relay.config.source import Issue, Path, Source, YAMLSyntaxError, parse
+from relay.errors import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class ConfigError(Exception):
-    """The config cannot be used; `issues` says everything that is wrong with it."""
-
-    def __init__(self, file: str, issues: tuple[Issue, ...]) -> None:
-        super().__init__(file, issues)
-        self.file = file
-        self.issues = issues
-
-    def lines(self) -> list[str]:
-        ordered = sorted(self.issues, key=lambda issue: (issue.line or 0, format_path(issue.path)))
-        return [_format_issue(self.file, issue) for issue in ordered]
-
-    def __str__(self) -> str:
-        return "\n".join(self.lines())
 
 
 def load_config(file: str | FilePath, environ: Mapping[str, str] | None = None) -> Config:
@@ -107,24 +92,6 @@ def _kind(value: object) -> str:
     return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
         type(value), type(value).__name__
     )
-
-
-def format_path(path: Path) -> str:
-    text = ""
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
-            text += f".{part}" if text else part
-        else:
-            text += f'["{part}"]'
-    return text
-
-
-def _format_issue(file: str, issue: Issue) -> str:
-    where = f"{file}:{issue.line}" if issue.line else file
-    path = format_path(issue.path)
-    return f"{where}: {path}: {issue.message}" if path else f"{where}: {issue.message}"
 
 
 def did_you_mean(word: str, candidates: typing.Iterable[str]) -> str:
@@ -235,7 +202,8 @@ def _unwrap(annotation: Any) -> Any:
 
 def _check_templates(source: Source, base: FilePath) -> list[Issue]:
     """Compile every destination template now, so `relay check` shows its syntax errors."""
-    from relay.render.template import TemplateError, compile_template
+    from relay.errors import TemplateError
+    from relay.render.template import compile_template
 
     destinations = source.data.get("destinations")
     if not isinstance(destinations, dict):

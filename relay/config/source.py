@@ -23,19 +23,11 @@ from typing import Any
 
 import yaml
 
-Path = tuple[str | int, ...]
+from relay.errors import ConfigIssue as Issue
+from relay.errors import KeyPath as Path
 
 _REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\+)([^}]*))?\}")
 _BROKEN_REFERENCE = re.compile(r"\$\{(?![A-Za-z_][A-Za-z0-9_]*(?::[-+][^}]*)?\})[^}]*\}?")
-
-
-@dataclass(frozen=True)
-class Issue:
-    """One problem found in the config, at a key path."""
-
-    path: Path
-    message: str
-    line: int | None = None
 
 
 @dataclass

@@ -20,16 +20,14 @@ import re
 from collections.abc import Callable
 from json.encoder import encode_basestring  # the C implementation when available (always)
 
+from relay.errors import JSONParseError
+
 __all__ = ["JSONParseError", "js_reserialise"]
 
 # The pure-Python fallback scanner is not exact (its number regex's \d matches non-ASCII
 # digits); CPython always ships the C one, so refuse to run rather than be subtly wrong.
 if json.scanner.c_make_scanner is None:  # pragma: no cover
     raise ImportError("relay.ingest.jsjson needs CPython's _json accelerator")
-
-
-class JSONParseError(ValueError):
-    """The body is not something JSON.parse accepts (or is nested too deep to re-serialise)."""
 
 
 class _Num(str):

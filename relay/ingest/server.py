@@ -18,12 +18,13 @@ from aiohttp import web
 
 from relay import metrics
 from relay.config import Config
-from relay.events import InvalidEvent, conversation_key, event_name, parse_event
+from relay.errors import InvalidEvent, StoreUnavailable
+from relay.events import conversation_key, event_name, parse_event
 from relay.ingest.clients import ClientPolicy
 from relay.ingest.signature import SIGNATURE_HEADER, Verifier
 from relay.logs import fields
 from relay.routing import decide
-from relay.store.base import Incoming, Store, StoreUnavailable
+from relay.store.base import Incoming, Store
 
 log = logging.getLogger("relay.ingest")
 

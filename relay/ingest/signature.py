@@ -12,7 +12,8 @@ import hmac
 import re
 from collections.abc import Sequence
 
-from relay.ingest.jsjson import JSONParseError, js_reserialise
+from relay.errors import JSONParseError
+from relay.ingest.jsjson import js_reserialise
 
 __all__ = ["SIGNATURE_HEADER", "Verifier", "sign"]
 

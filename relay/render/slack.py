@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from relay.errors import TemplateRenderError
 from relay.render.content import Content, Media, extract
 from relay.render.markup import (
     SLACK,
@@ -37,7 +38,7 @@ from relay.render.markup import (
 )
 from relay.render.messages import SlackMessage
 from relay.render.split import split_markup, width
-from relay.render.template import Template, TemplateRenderError
+from relay.render.template import Template
 
 TEXT_MAX: Final = 4000  # Slack's advice for `text`; it truncates past 40,000
 SECTION_MAX: Final = 3000  # section text limit

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from relay.errors import TemplateRenderError
 from relay.render.content import Content, Media, MediaKind, extract
 from relay.render.markup import (
     TELEGRAM,
@@ -36,7 +37,7 @@ from relay.render.markup import (
 from relay.render.messages import TelegramCall
 from relay.render.split import split_markup, width
 from relay.render.telegram_html import visible_text
-from relay.render.template import Template, TemplateRenderError
+from relay.render.template import Template
 
 TEXT_MAX: Final = 4096
 CAPTION_MAX: Final = 1024

@@ -48,6 +48,7 @@ from typing import Any, Final, Literal
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from relay.errors import TemplateError, TemplateRenderError
 from relay.events import text_at
 from relay.render.content import Content, extract, to_json
 from relay.render.markup import escape_html, escape_mrkdwn
@@ -57,19 +58,6 @@ Flavor = Literal["slack", "telegram"]
 
 _MAX_REPEAT: Final = 100_000  # "x" * n and [..] * n beyond this would eat memory, not render
 _MAX_EXPONENT: Final = 1_000
-
-
-class TemplateError(ValueError):
-    """A template that cannot be compiled; `line` is its 1-based line number when known."""
-
-    def __init__(self, message: str, line: int | None = None) -> None:
-        super().__init__(f"line {line}: {message}" if line else message)
-        self.message = message
-        self.line = line
-
-
-class TemplateRenderError(RuntimeError):
-    """A template that failed on one event; the renderer falls back to the default body."""
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from relay.store.base import Store, StoreUnavailable
+from relay.errors import StoreUnavailable
+from relay.store.base import Store
 
 
 def store_for(url: str) -> Store:

@@ -22,10 +22,6 @@ from typing import Protocol
 DUPLICATE_WINDOW = 24 * 3600.0  # the same body within this window is not stored twice
 
 
-class StoreUnavailable(Exception):
-    """The store cannot read or write now (disk full, read-only, database down)."""
-
-
 @dataclass(frozen=True)
 class Incoming:
     """An event ingest has verified and routed, ready to be stored."""

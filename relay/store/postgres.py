@@ -37,6 +37,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
+from relay.errors import StoreUnavailable
 from relay.store.base import (
     DUPLICATE_WINDOW,
     Accepted,
@@ -44,7 +45,6 @@ from relay.store.base import (
     Claimed,
     DeadLetter,
     Incoming,
-    StoreUnavailable,
 )
 
 MAX_BATCH = 512

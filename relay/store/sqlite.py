@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from relay.errors import StoreUnavailable
 from relay.store.base import (
     DUPLICATE_WINDOW,
     Accepted,
@@ -24,7 +25,6 @@ from relay.store.base import (
     Claimed,
     DeadLetter,
     Incoming,
-    StoreUnavailable,
 )
 
 T = TypeVar("T")
