@@ -65,7 +65,7 @@ def _ingest() -> Any:
     """The relay's Ingest as `relay serve` builds it; relay is imported only now, after the
     patches (a `src=` patch must come before any import of relay)."""
     from relay import logs, redact
-    from relay.config import load_config
+    from relay.config.load import load_config
     from relay.ingest.server import Gate, Ingest
 
     with tempfile.TemporaryDirectory() as temp:

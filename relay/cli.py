@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from relay import __version__, logs, redact
-from relay.config import Config, load_config
+from relay.config.load import load_config
+from relay.config.model import Config
 from relay.errors import CLIError, ConfigError, InvalidEvent, UsageError
 from relay.events import parse_event
 from relay.routing import decide

@@ -11,7 +11,7 @@ import json
 import shlex
 import time
 
-from relay.config import Config
+from relay.config.model import Config
 from relay.ingest.signature import SIGNATURE_HEADER, sign
 
 EXAMPLE_SECRET = "example-secret-change-me"  # noqa: S105 - public on purpose: the example's

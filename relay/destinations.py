@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from relay.config import ConsoleDestination, Destination, SlackDestination, TelegramDestination
+from relay.config.model import Destination
+from relay.integrations.console.config import ConsoleDestination
+from relay.integrations.slack.config import SlackDestination
+from relay.integrations.telegram.config import TelegramDestination
 from relay.pacing import Limit
 from relay.render.console import render_console
 from relay.render.slack import render_slack

@@ -37,7 +37,9 @@ from telegram.error import (
     TimedOut,
 )
 
-from relay.config import Config, Destination, SlackDestination, TelegramDestination
+from relay.config.model import Config, Destination
+from relay.integrations.slack.config import SlackDestination
+from relay.integrations.telegram.config import TelegramDestination
 from relay.redact import redact, register
 from relay.render.messages import SlackMessage, TelegramCall
 from relay.send.outcome import Outcome, Permanent, RetryLater, Sent

@@ -21,7 +21,8 @@ from pathlib import Path
 from aiohttp import web
 
 from relay import metrics, redact
-from relay.config import Config, load_config
+from relay.config.load import load_config
+from relay.config.model import Config
 from relay.destinations import build_courier
 from relay.errors import ConfigError, StoreUnavailable
 from relay.ingest.server import Gate, Ingest, build_app

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from telegram import Chat, ChatMember, Update
 from telegram.error import Conflict, TelegramError
 
-from relay.config import Config, TelegramDestination
+from relay.config.model import Config
 from relay.doctor import Link, telegram_problem
+from relay.integrations.telegram.config import TelegramDestination
 from relay.redact import redact, register
 from relay.send.telegram import build_bot
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.config import load_config, parse_config
+from relay.config.load import load_config, parse_config
 from relay.config.schema import schema
 from relay.errors import ConfigError
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from relay.config import parse_config
+from relay.config.load import parse_config
 from relay.ingest.signature import sign
 from relay.service import Relay
 from relay.store.sqlite import SQLiteStore

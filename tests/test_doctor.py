@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from relay import redact
-from relay.config import Config
+from relay.config.model import Config
 from relay.doctor import Diagnosis, diagnose, exit_code, format_diagnoses
 from tests.fakes.slack import BOT_TOKEN, CHANNEL, FakeSlack
 from tests.fakes.telegram import CHAT_ID, TOKEN, FakeTelegram

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay.config import parse_config
+from relay.config.load import parse_config
 from relay.ingest import server as ingest_server
 from relay.ingest.signature import sign
 from relay.service import Relay

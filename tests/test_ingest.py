@@ -13,7 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from relay.config import Config, parse_config
+from relay.config.load import parse_config
+from relay.config.model import Config
 from relay.errors import StoreUnavailable
 from relay.ingest.server import MAX_BODY, Gate, Ingest, build_app
 from relay.ingest.signature import sign

@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from relay import metrics, redact
-from relay.config import load_config
+from relay.config.load import load_config
 from relay.errors import StoreUnavailable
 from relay.ingest.signature import sign
 from relay.logs import JSONFormatter, TextFormatter, fields

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.config import parse_config
+from relay.config.load import parse_config
 from relay.destinations import limits_for
 from relay.pacing import Limit, Pacer
 

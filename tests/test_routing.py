@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from relay.config import parse_config
+from relay.config.load import parse_config
 from relay.routing import Matcher, decide, matches, parse_matcher
 
 SAMPLES = Path(__file__).parent / "data" / "oneroute"

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from relay import redact
-from relay.config import Config
+from relay.config.model import Config
 from relay.telegram_chats import (
     NO_BOTS,
     NOTHING_FOUND,

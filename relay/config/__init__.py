@@ -1,24 +1,7 @@
-"""relay.yaml: the config model, and loading it with file:line errors."""
+"""relay.yaml: the model (model.py, types.py), loading it with FILE:LINE errors (load.py,
+source.py), durations and the JSON Schema.
 
-from relay.config.load import load_config, parse_config
-from relay.config.model import (
-    Config,
-    ConsoleDestination,
-    Destination,
-    Route,
-    SlackDestination,
-    TelegramDestination,
-)
-from relay.errors import ConfigError
-
-__all__ = [
-    "Config",
-    "ConfigError",
-    "ConsoleDestination",
-    "Destination",
-    "Route",
-    "SlackDestination",
-    "TelegramDestination",
-    "load_config",
-    "parse_config",
-]
+This package's `__init__` imports nothing, so that the integrations' config models
+(relay/integrations/*/config.py) can build on relay/config/types.py without a cycle;
+import from the modules themselves.
+"""

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from relay import metrics
-from relay.config import Config
+from relay.config.model import Config
 from relay.errors import InvalidEvent, StoreUnavailable
 from relay.events import conversation_key, event_name, parse_event
 from relay.ingest.clients import ClientPolicy

@@ -1,0 +1,38 @@
+"""A Telegram destination in relay.yaml: a bot token and a chat (optionally a forum topic)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from relay.config.types import DestinationBase, HttpUrl, OptionalSecret, empty_is_none
+
+TELEGRAM_API_URL = "https://api.telegram.org"
+
+
+class TelegramDestination(DestinationBase):
+    type: Literal["telegram"]
+    token: OptionalSecret = Field(None, description="bot token from @BotFather")
+    chat_id: Annotated[int | str | None, BeforeValidator(empty_is_none)] = Field(
+        None, description="chat id (-100... for groups) or @channel"
+    )
+    topic_id: int | None = Field(None, description="forum topic (message_thread_id)")
+    thread_by_conversation: bool = Field(
+        False, description="later messages of a conversation reply to its first"
+    )
+    link_preview: bool = Field(False, description="let Telegram preview customer-supplied links")
+    api_url: HttpUrl = TELEGRAM_API_URL
+
+    @model_validator(mode="after")
+    def _complete(self) -> TelegramDestination:
+        if self.enabled and (self.token is None or self.chat_id is None):
+            raise ValueError("token and chat_id are required (relay telegram-chats lists chat ids)")
+        return self
+
+    @property
+    def group(self) -> bool:
+        """A group, supergroup or channel (negative ids, @channelname): 20 messages a minute."""
+        return isinstance(self.chat_id, str) or (
+            isinstance(self.chat_id, int) and self.chat_id < 0
+        )
