@@ -39,10 +39,10 @@ from bench.common import (
     template_spec,
     write_config,
 )
-from relay.render.slack import render_slack
-from relay.render.telegram import render_telegram
-from relay.send.slack import SlackSender
-from relay.send.telegram import TelegramSender
+from relay.integrations.slack.render import render_slack
+from relay.integrations.slack.send import SlackSender
+from relay.integrations.telegram.render import render_telegram
+from relay.integrations.telegram.send import TelegramSender
 from tests.fakes import slack as fake_slack
 from tests.fakes import telegram as fake_telegram
 from tests.fakes.slack import FakeSlack

@@ -17,11 +17,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from relay import __version__, logs, redact
+from relay import __version__, logs
 from relay.config.load import load_config
 from relay.config.model import Config
-from relay.errors import CLIError, ConfigError, InvalidEvent, UsageError
+from relay.errors import CLIError, ConfigError, InvalidEvent, StoreUnavailable, UsageError
 from relay.events import parse_event
+from relay.redact import Redactor
 from relay.routing import decide
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -31,9 +32,10 @@ def default_config() -> str:
     return os.environ.get("RELAY_CONFIG") or "relay.yaml"
 
 
-def _load(file: str) -> Config:
-    config = load_config(file)
-    redact.register(*config.secrets())
+def _load(args: argparse.Namespace) -> Config:
+    """The config named by -c; its secrets are masked in everything this command prints."""
+    config = load_config(args.config)
+    args.redactor.register(*config.secrets())
     return config
 
 
@@ -58,15 +60,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from relay.demo import curl_command
     from relay.service import serve
 
-    logs.setup(args.log_level, args.log_format)
-    config = _load(args.config)
+    logs.setup(args.redactor, args.log_level, args.log_format)
+    config = _load(args)
     banner = _banner(config, args.config)
     if args.uvloop:
         import uvloop
 
         uvloop.install()
     banner += _curl_hint(curl_command(config))
-    return asyncio.run(serve(config, Path(args.config), banner, watch_file=args.watch))
+    return asyncio.run(
+        serve(config, Path(args.config), banner, watch_file=args.watch, redactor=args.redactor)
+    )
 
 
 def _banner(config: Config, file: str) -> str:
@@ -100,7 +104,7 @@ def _safe_storage(url: str) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args)
     enabled = sum(1 for d in config.destinations.values() if d.enabled)
     print(
         f"{args.config}: OK ({len(config.destinations)} destinations, {enabled} enabled; "
@@ -110,19 +114,20 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args)
     event = _read_event(args.event)
     decision = decide(config.routes, event)
     if args.render:
         from relay.destinations import preview
+        from relay.integrations.base import BuildContext
 
-        base = Path(args.config).parent
+        context = BuildContext(Path(args.config).parent, config.delivery.timeout, args.redactor)
         rendered = {
-            name: preview(name, config.destinations[name], event, base)
+            name: preview(name, config.destinations[name], event, context)
             for name in decision.destinations
             if config.destinations[name].enabled
         }
-        print(redact.redact(json.dumps(rendered, indent=2, ensure_ascii=False)))
+        print(args.redactor(json.dumps(rendered, indent=2, ensure_ascii=False)))
         return EXIT_OK
     print(f"routes: {', '.join(decision.routes) or '(none matched)'}")
     if not decision.destinations:
@@ -137,14 +142,14 @@ def cmd_route(args: argparse.Namespace) -> int:
 def cmd_sign(args: argparse.Namespace) -> int:
     from relay.ingest.signature import sign
 
-    config = _load(args.config)
+    config = _load(args)
     body = _read_input(args.event)
     print(sign(config.oneroute.secrets[0].get_secret_value(), body))
     return EXIT_OK
 
 
 def cmd_dead_list(args: argparse.Namespace) -> int:
-    letters = _with_store(args.config, lambda store: store.dead_letters(limit=args.limit))
+    letters = _with_store(args, lambda store: store.dead_letters(limit=args.limit))
     if not letters:
         print("no dead deliveries")
         return EXIT_OK
@@ -153,7 +158,7 @@ def cmd_dead_list(args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter.died_at))
         print(
             f"{letter.id:>6}  {letter.destination:<20} {letter.reason:<20} {when:<20} "
-            f"{letter.event_id:<8} {redact.redact(letter.detail)}"
+            f"{letter.event_id:<8} {args.redactor(letter.detail)}"
         )
     return EXIT_OK
 
@@ -162,7 +167,7 @@ def cmd_dead_retry(args: argparse.Namespace) -> int:
     if not args.all and not args.ids:
         raise UsageError("dead retry needs delivery IDs (see relay dead list) or --all")
     ids = None if args.all else args.ids
-    count = _with_store(args.config, lambda store: store.revive(ids, time.time()))
+    count = _with_store(args, lambda store: store.revive(ids, time.time()))
     print(
         f"{count} dead deliveries put back in line"
         + (
@@ -177,28 +182,27 @@ def cmd_dead_retry(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from relay.doctor import diagnose, exit_code, format_diagnoses
 
-    config = _load(args.config)
+    config = _load(args)
     diagnoses = asyncio.run(
         diagnose(config, send_test=args.send_test, timeout=config.delivery.timeout)
     )
-    print(format_diagnoses(diagnoses))
+    print(args.redactor(format_diagnoses(diagnoses)))
     return exit_code(diagnoses)
 
 
 def cmd_telegram_chats(args: argparse.Namespace) -> int:
-    from relay.telegram_chats import exit_code, find_chats, format_chats
+    from relay.integrations.telegram.chats import exit_code, find_chats, format_chats
 
-    config = _load(args.config)
+    config = _load(args)
     results = asyncio.run(find_chats(config, timeout=config.delivery.timeout))
-    print(format_chats(results))
+    print(args.redactor(format_chats(results)))
     return exit_code(results)
 
 
-def _with_store(file: str, action: Callable[[Any], Any]) -> Any:
-    from relay.errors import StoreUnavailable
+def _with_store(args: argparse.Namespace, action: Callable[[Any], Any]) -> Any:
     from relay.store import store_for
 
-    config = _load(file)
+    config = _load(args)
 
     async def run() -> Any:
         store = store_for(config.storage)
@@ -292,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*retry_after.*", category=DeprecationWarning)
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with usage on misuse
+    args.redactor = Redactor()
     try:
         return args.handler(args)
     except UsageError as error:
@@ -302,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return EXIT_INVALID
     except CLIError as error:
-        print(redact.redact(str(error)), file=sys.stderr)
+        print(args.redactor(str(error)), file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt:
         return 130

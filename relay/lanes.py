@@ -3,8 +3,15 @@
 A lane claims due rows (heads of their conversations, oldest first), and for each one
 renders the event, paces, sends, and records the outcome: sent, retry later (backoff or
 the server's Retry-After, for up to `give_up_after`), or dead with the reason. A 429
-pauses the whole lane. A conversation's next row is claimable only once this one is
-sent or dead (the store sees to that), which keeps every conversation in order.
+pauses the whole lane, for at most MAX_PAUSE. A conversation's next row is claimable only
+once this one is sent or dead (the store sees to that), which keeps every conversation in
+order.
+
+Nothing stops a lane. Senders classify every answer (relay/integrations/base.py); any
+other exception while delivering one row — a bug — is caught around that delivery, logged
+once with its traceback, counted as `internal_error` and retried like a transient failure.
+Should the lane's loop itself fail, `run()` logs it and starts the loop again, and the
+relay's supervisor (relay/service.py) restarts a lane task that ended anyway.
 """
 
 from __future__ import annotations
@@ -14,25 +21,27 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from relay import metrics
-from relay.destinations import Courier
-from relay.errors import StoreUnavailable
+from relay.errors import Reason, StoreUnavailable
 from relay.events import parse_event
+from relay.integrations.base import Courier
 from relay.logs import fields
+from relay.metrics import Metrics
+from relay.outcome import Failure, Permanent, RetryLater, Sent, describe, short_detail
 from relay.pacing import Pacer
-from relay.redact import redact
-from relay.send.outcome import RetryLater, Sent
+from relay.redact import Redactor
 from relay.store.base import Claimed, Store
 
 log = logging.getLogger("relay.lanes")
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 600.0
+MAX_PAUSE = 600.0  # the longest a lane waits on one Retry-After: then it asks again
 MIN_IDLE = 0.01
+RESTART_DELAY = 1.0  # before the lane's loop runs again after it failed
 
 
 def backoff(attempts: int, rng: Callable[[], float] = random.random) -> float:
@@ -42,6 +51,12 @@ def backoff(attempts: int, rng: Callable[[], float] = random.random) -> float:
     return ceiling / 2 + rng() * ceiling / 2
 
 
+async def wait_for_wake(wake: asyncio.Event, seconds: float) -> None:
+    """Sleep up to `seconds`, or until `wake` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wake.wait(), seconds)
+
+
 @dataclass(frozen=True)
 class LaneSettings:
     owner: str  # this process's id: leases it holds
@@ -49,19 +64,30 @@ class LaneSettings:
     claim_limit: int = 16
     lease: float = 120.0  # a claimed row's lease; the lane lock is what makes claims exclusive
     poll: float = 1.0  # look for rows written by others (another instance, `dead retry`)
-    lane_ttl: float = 15.0  # how long a lane lock outlives its holder (several instances)
+    lane_ttl: float = 15.0  # how long a lane lock outlives its holder (delivery.lane_lease)
+
+
+@dataclass(frozen=True)
+class Pause:
+    """The platform said wait (429): until when (wall clock) and why."""
+
+    until: float
+    detail: str
 
 
 class Lane:
     def __init__(
         self,
         destination: str,
-        courier: Courier,
+        courier: Courier[Any],
         store: Store,
         pacer: Pacer,
         settings: LaneSettings,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
+        metrics: Metrics | None = None,
+        redactor: Redactor | None = None,
+        wait: Callable[[asyncio.Event, float], Awaitable[None]] = wait_for_wake,
     ) -> None:
         self.destination = destination
         self.courier = courier
@@ -70,9 +96,12 @@ class Lane:
         self.settings = settings
         self.clock = clock
         self.rng = rng
+        self.metrics = metrics or Metrics()
+        self.redact = redactor or Redactor()
+        self._wait = wait
         self._wake = asyncio.Event()
         self._stopping = False
-        self._paused_until = 0.0  # wall clock: a 429 stops the whole lane until then
+        self._pause = Pause(0.0, "")  # a 429 stops the whole lane until then
         self._held_at = float("-inf")  # when the lane lock was last taken or renewed
         self._parents: dict[str, str] = {}
         self.task: asyncio.Task[None] | None = None
@@ -86,34 +115,62 @@ class Lane:
         self._wake.set()
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Finish the send in flight (bounded), give back unattempted rows, stop."""
+        """Finish the send in flight (bounded), give back unattempted rows, stop. Never raises:
+        a stopping relay must exit cleanly whatever state its lanes are in."""
         self._stopping = True
         self._wake.set()
-        if self.task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self.task), grace)
-        except TimeoutError:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            log.warning(
-                "stopped with a send still in flight; it is retried on the next start",
-                extra=fields(destination=self.destination),
-            )
-        with contextlib.suppress(StoreUnavailable):
+        if self.task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.task), grace)
+            except TimeoutError:
+                self.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.task
+                log.warning(
+                    "stopped with a send still in flight; it is retried on the next start",
+                    extra=fields(destination=self.destination),
+                )
+            except (Exception, asyncio.CancelledError):
+                log.exception(
+                    "lane ended with an error", extra=fields(destination=self.destination)
+                )
+        with contextlib.suppress(Exception):
             await self.store.release_lane(self.destination, self.settings.owner)
-        await self.courier.close()
+        try:
+            await self.courier.close()
+        except Exception:
+            log.exception("could not close the sender", extra=fields(destination=self.destination))
 
     @property
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def paused(self) -> Pause | None:
+        """The platform's pause, while it lasts."""
+        return self._pause if self._pause.until > self.clock() else None
+
     # --- the loop -----------------------------------------------------------------------------
 
     async def run(self) -> None:
         while not self._stopping:
-            paused = self._paused_until - self.clock()
+            try:
+                await self._work()
+            except Exception:
+                log.exception(
+                    "the lane's loop failed; it starts again in %g s",
+                    RESTART_DELAY,
+                    extra=fields(destination=self.destination),
+                )
+                self.metrics.lane_restarts.labels(self.destination).inc()
+                await self._idle(RESTART_DELAY)
+
+    async def _work(self) -> None:
+        while not self._stopping:
+            paused = self._pause.until - self.clock()
             if paused > 0:
                 await self._idle(paused)
                 continue
@@ -161,7 +218,7 @@ class Lane:
             try:
                 if (
                     self._stopping
-                    or self.clock() < self._paused_until
+                    or self.clock() < self._pause.until
                     or not (await self._hold_lane())
                 ):
                     await self.store.release([r.id for r in rows[index:]])
@@ -190,18 +247,32 @@ class Lane:
     async def _idle(self, seconds: float) -> None:
         if seconds <= 0 or self._stopping:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+        await self._wait(self._wake, seconds)
         self._wake.clear()
 
     # --- one delivery -------------------------------------------------------------------------
 
     async def deliver(self, row: Claimed) -> None:
+        """Deliver one row and record the outcome. Raises only StoreUnavailable (the outcome
+        could not be recorded); any other failure becomes a retry with reason internal_error."""
+        try:
+            await self._deliver(row)
+        except (StoreUnavailable, asyncio.CancelledError):
+            raise
+        except Exception as error:
+            log.exception(
+                "internal error while delivering; retrying later",
+                extra=self._fields(row, reason=Reason.INTERNAL_ERROR),
+            )
+            failure = RetryLater(Reason.INTERNAL_ERROR, short_detail(describe(error)))
+            await self._retry_later(row, failure, logged=True)
+
+    async def _deliver(self, row: Claimed) -> None:
         try:
             messages = self.courier.render(parse_event(row.body))
         except Exception as error:  # a bad body or a renderer bug must not block the lane
             log.exception("could not render", extra=self._fields(row))
-            await self._bury(row, "render_error", redact(f"{type(error).__name__}: {error}"))
+            await self._bury(row, Permanent(Reason.RENDER_ERROR, describe(error)))
             return
         thread = await self._thread_parent(row)
         for part in range(row.progress, len(messages)):
@@ -218,12 +289,14 @@ class Lane:
             if isinstance(outcome, RetryLater):
                 await self._retry_later(row, outcome)
             else:
-                await self._bury(row, outcome.reason, outcome.detail)
+                await self._bury(row, outcome)
             return
         now = self.clock()
         await self.store.mark_sent(row.id, now)
-        metrics.deliveries.labels(self.destination, "sent", "").inc()
-        metrics.delivery_latency.labels(self.destination).observe(max(0.0, now - row.created_at))
+        self.metrics.deliveries.labels(self.destination, "sent", "").inc()
+        self.metrics.delivery_latency.labels(self.destination).observe(
+            max(0.0, now - row.created_at)
+        )
         log.info("sent", extra=self._fields(row, parts=len(messages)))
 
     async def _thread_parent(self, row: Claimed) -> str | None:
@@ -245,34 +318,44 @@ class Lane:
         self._parents[row.conversation] = parent
         return parent
 
-    async def _retry_later(self, row: Claimed, outcome: RetryLater) -> None:
+    async def _retry_later(self, row: Claimed, outcome: RetryLater, logged: bool = False) -> None:
+        outcome = outcome.masked(self.redact)
         now = self.clock()
-        if outcome.rate_limited and outcome.after:
-            self._paused_until = max(self._paused_until, now + outcome.after)
-            self.pacer.hold(self.courier.limits, outcome.after)
-        delay = outcome.after if outcome.after is not None else backoff(row.attempts, self.rng)
+        after = None if outcome.after is None else min(max(outcome.after, 0.0), MAX_PAUSE)
+        if outcome.rate_limited and after:
+            self._pause = Pause(max(self._pause.until, now + after), outcome.detail)
+            self.pacer.hold(self.courier.limits, after)
+        delay = after if after is not None else backoff(row.attempts, self.rng)
         if now + delay > row.retry_from + self.settings.give_up_after:
             hours = self.settings.give_up_after / 3600
             await self._bury(
                 row,
-                "gave_up",
-                f"still failing after {row.attempts + 1} attempts "
-                f"over {hours:g} h; last: {outcome.reason}: {outcome.detail}",
+                Permanent(
+                    Reason.GAVE_UP,
+                    f"still failing after {row.attempts + 1} attempts "
+                    f"over {hours:g} h; last: {outcome.reason}: {outcome.detail}",
+                ),
             )
             return
         await self.store.retry_later(row.id, now + delay, outcome.reason, outcome.detail)
-        metrics.deliveries.labels(self.destination, "retried", outcome.reason).inc()
-        log.warning(
-            "retrying in %.1f s: %s",
-            delay,
+        self.metrics.deliveries.labels(self.destination, "retried", outcome.reason).inc()
+        if not logged:
+            log.warning(
+                "retrying in %.1f s: %s",
+                delay,
+                outcome.detail or outcome.reason,
+                extra=self._fields(row, reason=outcome.reason),
+            )
+
+    async def _bury(self, row: Claimed, outcome: Failure) -> None:
+        outcome = outcome.masked(self.redact)
+        await self.store.bury(row.id, self.clock(), outcome.reason, outcome.detail)
+        self.metrics.deliveries.labels(self.destination, "dead", outcome.reason).inc()
+        log.error(
+            "dead: %s",
             outcome.detail or outcome.reason,
             extra=self._fields(row, reason=outcome.reason),
         )
-
-    async def _bury(self, row: Claimed, reason: str, detail: str) -> None:
-        await self.store.bury(row.id, self.clock(), reason, detail)
-        metrics.deliveries.labels(self.destination, "dead", reason).inc()
-        log.error("dead: %s", detail or reason, extra=self._fields(row, reason=reason))
 
     def _fields(self, row: Claimed, **more: Any) -> dict[str, Any]:
         return fields(

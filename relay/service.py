@@ -3,8 +3,10 @@
 Start-up order makes every acknowledged event deliverable: the store opens (and migrates)
 first, lanes start and pick up what an earlier run left pending, and only then does the
 server accept new events. SIGTERM/SIGINT stop intake, let in-flight sends finish (bounded)
-and exit 0; SIGHUP (or, with --watch, a change of the file) reloads the config, keeping
-the old one if the new one is invalid.
+and exit 0, whatever state the lanes are in; SIGHUP (or, with --watch, a change of the
+file) reloads the config: everything new is built and checked first (templates included),
+and only then are the lanes that changed swapped, so an invalid config never stops one.
+A supervisor restarts any lane whose task ended.
 """
 
 from __future__ import annotations
@@ -16,19 +18,23 @@ import signal
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-from relay import metrics, redact
 from relay.config.load import load_config
 from relay.config.model import Config
 from relay.destinations import build_courier
-from relay.errors import ConfigError, StoreUnavailable
+from relay.errors import ConfigError, ConfigIssue, Reason, StoreUnavailable, TemplateError
 from relay.ingest.server import Gate, Ingest, build_app
+from relay.integrations.base import BuildContext, Courier
 from relay.lanes import Lane, LaneSettings
 from relay.logs import fields
+from relay.metrics import Metrics
 from relay.pacing import Pacer
+from relay.redact import Redactor
 from relay.store import Store, store_for
 from relay.watch import watch
 
@@ -36,51 +42,88 @@ log = logging.getLogger("relay.service")
 
 STOP_TIMEOUT = 10.0
 PRUNE_EVERY = 600.0
+SUPERVISE_EVERY = 1.0
+READY_CACHE = 1.0  # /readyz writes to the store at most this often (it is public)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A config and the couriers built from it, checked before anything running changes."""
+
+    config: Config
+    couriers: dict[str, Courier[Any]]
+
+    def signature(self, name: str) -> tuple[Any, ...]:
+        """What a lane depends on: a change means it is rebuilt on reload."""
+        courier = self.couriers[name]
+        return (self.config.destinations[name], self.config.delivery, courier.fingerprint)
 
 
 class Relay:
     """One running relay: config, store, lanes and the HTTP app."""
 
-    def __init__(self, config: Config, config_file: Path, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_file: Path,
+        store: Store | None = None,
+        *,
+        redactor: Redactor | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.config = config
         self.config_file = config_file
+        self.redactor = redactor or Redactor()
+        self.redactor.register(*config.secrets())
+        self.metrics = metrics or Metrics()
         self.store = store or store_for(config.storage)
         self.owner = uuid.uuid4().hex[:12]
         self.pacer = Pacer()
         self.lanes: dict[str, Lane] = {}
-        self.ingest = Ingest(Gate.from_config(config), self.store, self._wake)
+        self.ingest = Ingest(Gate.from_config(config), self.store, self._wake, metrics=self.metrics)
+        self._signatures: dict[str, tuple[Any, ...]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._reloading = asyncio.Lock()
         self._stopped = False
+        self._ready: tuple[float, str | None] = (float("-inf"), None)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        redact.register(*self.config.secrets())
-        metrics.config_loaded()
+        """Open the store and start the lanes. Raises StoreUnavailable, or ConfigError when a
+        template file cannot be read."""
+        plan = self._plan(self.config)
+        self.metrics.config_loaded()
         await self.store.open()
         await self._bury_orphans(self.config)
-        for name in self._enabled(self.config):
-            self._start_lane(name, self.config)
+        for name, courier in plan.couriers.items():
+            self._start_lane(name, courier, plan)
         self._tasks.append(asyncio.create_task(self._prune_forever(), name="relay-prune"))
+        self._tasks.append(asyncio.create_task(self._supervise(), name="relay-supervisor"))
 
     async def stop(self) -> None:
+        """Stop intake's helpers and every lane, close the store. Never raises."""
         async with self._reloading:  # a reload under way finishes first; none starts after
             if self._stopped:
                 return
             self._stopped = True
             for task in self._tasks:
                 task.cancel()
-            await asyncio.gather(*(lane.stop(STOP_TIMEOUT) for lane in self.lanes.values()))
+            await asyncio.gather(
+                *(lane.stop(STOP_TIMEOUT) for lane in self.lanes.values()), return_exceptions=True
+            )
             self.lanes.clear()
-            await self.store.close()
+            try:
+                await self.store.close()
+            except Exception:
+                log.exception("could not close the store cleanly")
 
     def app(self) -> web.Application:
         return build_app(
             self.ingest,
             [
                 web.get("/readyz", self.readyz),
-                web.get("/metrics", self.metrics),
+                web.get("/metrics", self.serve_metrics),
             ],
         )
 
@@ -90,20 +133,61 @@ class Relay:
     def _enabled(config: Config) -> list[str]:
         return [name for name, d in config.destinations.items() if d.enabled]
 
-    def _start_lane(self, name: str, config: Config) -> None:
-        courier = build_courier(
-            name, config.destinations[name], self.config_file.parent, config.delivery.timeout
+    def _plan(self, config: Config) -> Plan:
+        """Build every enabled destination's courier; raises ConfigError naming what failed."""
+        context = BuildContext(
+            base=self.config_file.parent, timeout=config.delivery.timeout, redactor=self.redactor
         )
-        settings = LaneSettings(owner=self.owner, give_up_after=config.delivery.give_up_after)
-        lane = Lane(name, courier, self.store, self.pacer, settings)
+        couriers: dict[str, Courier[Any]] = {}
+        problems: list[ConfigIssue] = []
+        for name in self._enabled(config):
+            try:
+                couriers[name] = build_courier(name, config.destinations[name], context)
+            except (OSError, TemplateError) as error:  # the file changed since it was checked
+                problems.append(ConfigIssue(("destinations", name), f"template: {error}"))
+        if problems:
+            raise ConfigError(str(self.config_file), tuple(problems))
+        return Plan(config, couriers)
+
+    def _start_lane(self, name: str, courier: Courier[Any], plan: Plan) -> None:
+        delivery = plan.config.delivery
+        settings = LaneSettings(
+            owner=self.owner, give_up_after=delivery.give_up_after, lane_ttl=delivery.lane_lease
+        )
+        lane = Lane(
+            name,
+            courier,
+            self.store,
+            self.pacer,
+            settings,
+            metrics=self.metrics,
+            redactor=self.redactor,
+        )
         lane.start()
         self.lanes[name] = lane
+        self._signatures[name] = plan.signature(name)
 
     def _wake(self, destinations: Sequence[str]) -> None:
         for name in destinations:
             lane = self.lanes.get(name)
             if lane is not None:
                 lane.wake()
+
+    async def _supervise(self) -> None:
+        """Restart any lane whose task ended while it was meant to run."""
+        while True:
+            await asyncio.sleep(SUPERVISE_EVERY)
+            for name, lane in list(self.lanes.items()):
+                if lane.running or lane.stopping:
+                    continue
+                problem = _task_problem(lane.task)
+                log.error(
+                    "the lane's task ended (%s); restarting it",
+                    problem,
+                    extra=fields(destination=name),
+                )
+                self.metrics.lane_restarts.labels(name).inc()
+                lane.start()
 
     async def _bury_orphans(self, config: Config) -> None:
         """Rows for a destination that is gone (or off) would wait forever: dead-letter them."""
@@ -112,9 +196,9 @@ class Relay:
             if backlog.destination in enabled:
                 continue
             reason = (
-                "destination_disabled"
+                Reason.DESTINATION_DISABLED
                 if backlog.destination in config.destinations
-                else "destination_removed"
+                else Reason.DESTINATION_REMOVED
             )
             count = await self.store.bury_destination(backlog.destination, time.time(), reason)
             log.warning(
@@ -136,31 +220,31 @@ class Relay:
     async def _reload(self) -> bool:
         try:
             config = load_config(self.config_file)
+            self.redactor.register(*config.secrets())
+            plan = self._plan(config)
         except ConfigError as error:
-            metrics.config_reloads.labels("failure").inc()
-            metrics.config_last_reload_successful.set(0)
+            self.metrics.reload_failed()
             log.error("reload failed; still running the previous config:\n%s", error)
             return False
-        redact.register(*config.secrets())
         old = self.config
         changed = [
             name
             for name in self.lanes
-            if config.destinations.get(name) != old.destinations.get(name)
-            or config.delivery != old.delivery
-            or name not in self._enabled(config)
+            if name not in plan.couriers or plan.signature(name) != self._signatures.get(name)
         ]
         await asyncio.gather(*(self.lanes.pop(name).stop(STOP_TIMEOUT) for name in changed))
         self.config = config
         self.ingest.gate = Gate.from_config(config)
         await self._bury_orphans(config)
-        for name in self._enabled(config):
-            if name not in self.lanes:
-                self._start_lane(name, config)
-        if config.server != old.server:
-            log.warning("server settings changed: they take effect on restart")
-        metrics.config_reloads.labels("success").inc()
-        metrics.config_loaded()
+        for name, courier in plan.couriers.items():
+            if name in self.lanes:
+                await courier.close()  # unchanged: the running lane keeps its own
+            else:
+                self._start_lane(name, courier, plan)
+        if config.server != old.server or config.storage != old.storage:
+            log.warning("server and storage settings changed: they take effect on restart")
+        self.metrics.config_reloads.labels("success").inc()
+        self.metrics.config_loaded()
         log.info("config reloaded", extra=fields(restarted=",".join(changed) or "-"))
         return True
 
@@ -176,26 +260,57 @@ class Relay:
                 log.error("prune failed: %s", error)
             await asyncio.sleep(PRUNE_EVERY)
 
-    async def readyz(self, request: web.Request) -> web.Response:
+    async def _writable(self) -> str | None:
+        """Why the store cannot take an event now (None: it can); probed at most once per
+        READY_CACHE, as /readyz is public and each probe is a write."""
+        checked_at, problem = self._ready
+        now = time.monotonic()
+        if now - checked_at < READY_CACHE:
+            return problem
         try:
-            await self.store.ping()
+            await getattr(self.store, "check_writable", self.store.ping)()  # TEMP until store merge
+            problem = None
         except StoreUnavailable as error:
-            return web.json_response({"status": "unavailable", "reason": str(error)}, status=503)
+            problem = str(error)
+        self._ready = (time.monotonic(), problem)
+        return problem
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        problem = await self._writable()
+        if problem is not None:
+            return web.json_response({"status": "unavailable", "reason": problem}, status=503)
         stopped = [name for name, lane in self.lanes.items() if not lane.running]
         if stopped:
             return web.json_response(
                 {"status": "unavailable", "reason": f"lanes not running: {', '.join(stopped)}"},
                 status=503,
             )
-        return web.json_response({"status": "ready"})
+        body: dict[str, Any] = {"status": "ready"}
+        paused = self._paused()
+        if paused:
+            body["paused"] = paused
+        return web.json_response(body)
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    def _paused(self) -> dict[str, dict[str, Any]]:
+        """Lanes waiting because the platform said so (they still accept events)."""
+        now = time.time()
+        paused = {}
+        for name, lane in self.lanes.items():
+            pause = lane.paused()
+            if pause is not None:
+                paused[name] = {"seconds": round(pause.until - now, 1), "reason": pause.detail}
+        return paused
+
+    async def serve_metrics(self, request: web.Request) -> web.Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         with contextlib.suppress(StoreUnavailable):
             await self._refresh_backlog()
+        paused = self._paused()
+        for name in self.config.destinations:
+            self.metrics.lane_paused.labels(name).set(paused.get(name, {}).get("seconds", 0.0))
         return web.Response(
-            body=generate_latest(metrics.REGISTRY),
+            body=generate_latest(self.metrics.registry),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
         )
 
@@ -204,26 +319,42 @@ class Relay:
         seen = set()
         for backlog in await self.store.backlog():
             seen.add(backlog.destination)
-            metrics.pending.labels(backlog.destination).set(backlog.pending)
+            self.metrics.pending.labels(backlog.destination).set(backlog.pending)
             age = now - backlog.oldest_created_at if backlog.oldest_created_at else 0.0
-            metrics.oldest_pending.labels(backlog.destination).set(max(0.0, age))
+            self.metrics.oldest_pending.labels(backlog.destination).set(max(0.0, age))
         for name in self.config.destinations:
             if name not in seen:
-                metrics.pending.labels(name).set(0)
-                metrics.oldest_pending.labels(name).set(0)
-        metrics.dead_letters.set(await self.store.dead_count())
+                self.metrics.pending.labels(name).set(0)
+                self.metrics.oldest_pending.labels(name).set(0)
+        self.metrics.dead_letters.set(await self.store.dead_count())
+
+
+def _task_problem(task: asyncio.Task[None] | None) -> str:
+    if task is None:
+        return "never started"
+    if task.cancelled():
+        return "cancelled"
+    error = task.exception()
+    return f"{type(error).__name__}: {error}" if error else "returned"
 
 
 async def serve(
-    config: Config, config_file: Path, banner: str | None = None, watch_file: bool = False
+    config: Config,
+    config_file: Path,
+    banner: str | None = None,
+    watch_file: bool = False,
+    redactor: Redactor | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT; reload on SIGHUP (and when the file changes, with
     `watch_file`). The exit code."""
-    relay = Relay(config, config_file)
+    relay = Relay(config, config_file, redactor=redactor)
     try:
         await relay.start()
     except StoreUnavailable as error:
         log.error("cannot open the store: %s", error)
+        return 1
+    except ConfigError as error:
+        log.error("cannot start:\n%s", error)
         return 1
     runner = web.AppRunner(
         relay.app(), access_log=None, handle_signals=False, shutdown_timeout=STOP_TIMEOUT
@@ -258,7 +389,10 @@ async def serve(
     watcher = asyncio.create_task(watch(config_file, relay.reload)) if watch_file else None
     await stop.wait()
     log.info("stopping: no new events; finishing sends in flight")
-    await runner.cleanup()  # intake stops first; requests mid-write are answered
+    try:
+        await runner.cleanup()  # intake stops first; requests mid-write are answered
+    except Exception:
+        log.exception("could not stop the HTTP server cleanly")
     await relay.stop()
     if watcher is not None:  # after stop(): a reload it started has finished
         watcher.cancel()

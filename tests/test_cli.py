@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from relay import redact
 from relay.cli import main
 from relay.ingest.signature import sign
 from relay.store.base import Incoming
@@ -45,9 +44,6 @@ def config_file(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _forget_secrets() -> None:
-    redact.clear()
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from relay import redact
 from relay.config.model import Config
 from relay.doctor import Diagnosis, diagnose, exit_code, format_diagnoses
 from tests.fakes.slack import BOT_TOKEN, CHANNEL, FakeSlack
@@ -25,12 +23,6 @@ WRONG_TELEGRAM_TOKEN = "987654321:AAWrongTokenForRelayDoctorTests00000"
 MALFORMED_TELEGRAM_TOKEN = "not-a-telegram-token-at-all"
 
 
-@pytest.fixture(autouse=True)
-def forget_secrets() -> Iterator[None]:
-    # diagnose() must register the config's secrets itself; start from none registered.
-    redact.clear()
-    yield
-    redact.clear()
 
 
 def closed_port() -> int:
@@ -531,7 +523,7 @@ async def test_unexpected_error_is_reported_without_the_token(
     def explode(token: str, **kwargs: Any) -> Any:
         raise RuntimeError(f"something odd about {token}")
 
-    monkeypatch.setattr("relay.doctor.build_bot", explode)
+    monkeypatch.setattr("relay.integrations.telegram.doctor.build_bot", explode)
     diagnosis = await check(config(t=telegram(fake_telegram)))
     assert_broken(diagnosis, "unexpected error", "RuntimeError", "[REDACTED]", "report it")
     assert TOKEN not in diagnosis.message

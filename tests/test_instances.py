@@ -31,6 +31,7 @@ def write_config(directory: Path, database: str, slack: FakeSlack, port: int) ->
 server: {{host: 127.0.0.1, port: {port}}}
 oneroute: {{secrets: ["{SECRET}"]}}
 storage: "{database}"
+delivery: {{lane_lease: 3s}}   # a dead instance's lane moves within 3 s, not the default 15
 destinations:
   dest:
     type: slack

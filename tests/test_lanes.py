@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.lanes import Lane, LaneSettings, backoff
+from relay.outcome import Outcome, Permanent, RetryLater, Sent
 from relay.pacing import Limit, Pacer
-from relay.send.outcome import Outcome, Permanent, RetryLater, Sent
 from relay.store.base import Incoming
 from relay.store.sqlite import SQLiteStore
 from tests.waiting import until

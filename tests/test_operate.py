@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from relay import metrics, redact
 from relay.config.load import load_config
 from relay.errors import StoreUnavailable
 from relay.ingest.signature import sign
 from relay.logs import JSONFormatter, TextFormatter, fields
+from relay.redact import Redactor
 from relay.service import Relay
 from tests.fakes import slack as fake_slack_module
 from tests.fakes import telegram as fake_telegram_module
@@ -43,8 +43,8 @@ def config_text(tmp_path: Path, destinations: str, routes: str = "  - to: [a]\n"
             f"destinations:\n{destinations}routes:\n{routes}")
 
 
-def sample(name: str, labels: dict[str, str] | None = None) -> float:
-    return metrics.REGISTRY.get_sample_value(name, labels or {}) or 0.0
+def sample(running: Running, name: str, labels: dict[str, str] | None = None) -> float:
+    return running.relay.metrics.sample(name, **(labels or {}))
 
 
 class Running:
@@ -61,10 +61,10 @@ class Running:
 async def start(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[Any]:
     relays: list[Relay] = []
 
-    async def run(text: str) -> Running:
+    async def run(text: str, redactor: Redactor | None = None) -> Running:
         file = tmp_path / "relay.yaml"
         file.write_text(text)
-        relay = Relay(load_config(file, environ={}), file)
+        relay = Relay(load_config(file, environ={}), file, redactor=redactor)
         await relay.start()
         relays.append(relay)
         return Running(relay, await aiohttp_client(relay.app()))
@@ -92,10 +92,14 @@ async def test_readyz_reports_store_and_lanes(start: Any, tmp_path: Path) -> Non
     assert response.status == 503
     assert (await response.json())["reason"] == "lanes not running: a"
 
-    async def broken_ping() -> None:
+
+async def test_readyz_is_503_while_the_store_cannot_take_events(start: Any, tmp_path: Path) -> None:
+    running = await start(config_text(tmp_path, "  a: {type: console}\n"))
+
+    async def cannot_write() -> None:
         raise StoreUnavailable("disk I/O error")
 
-    running.relay.store.ping = broken_ping  # type: ignore[method-assign]
+    running.relay.store.check_writable = cannot_write  # type: ignore[method-assign]
     response = await running.client.get("/readyz")
     assert response.status == 503 and "disk I/O error" in (await response.json())["reason"]
 
@@ -107,13 +111,13 @@ async def test_metrics_count_requests_deliveries_and_backlog(
     running = await start(config_text(tmp_path, destinations, "  - to: [a, gone]\n"))
     accepted = {"event": "newMessage", "result": "accepted"}
     other = {"event": "other", "result": "accepted"}
-    before = {k: sample("relay_events_received_total", v)
+    before = {k: sample(running, "relay_events_received_total", v)
               for k, v in {"accepted": accepted, "other": other}.items()}
-    sent_before = sample("relay_deliveries_total",
+    sent_before = sample(running, "relay_deliveries_total",
                          {"destination": "a", "outcome": "sent", "reason": ""})
-    dead_before = sample("relay_deliveries_total", {"destination": "gone", "outcome": "dead",
-                                                    "reason": "channel_not_found"})
-    unauthorized = sample("relay_events_received_total",
+    dead_before = sample(running, "relay_deliveries_total",
+                         {"destination": "gone", "outcome": "dead", "reason": "channel_not_found"})
+    unauthorized = sample(running, "relay_events_received_total",
                           {"event": "unknown", "result": "unauthorized"})
     assert await running.post(event("m", 1)) == 200
     assert await running.post(event("m", 2, name="secret customer text")) == 200
@@ -121,20 +125,20 @@ async def test_metrics_count_requests_deliveries_and_backlog(
     assert response.status == 401
     await until(lambda: len(fake_slack.messages) == 2)
     dead = {"destination": "gone", "outcome": "dead", "reason": "channel_not_found"}
-    await until(lambda: sample("relay_deliveries_total", dead) == dead_before + 2)
+    await until(lambda: sample(running, "relay_deliveries_total", dead) == dead_before + 2)
     text = await (await running.client.get("/metrics")).text()
-    assert sample("relay_events_received_total", accepted) == before["accepted"] + 1
+    assert sample(running, "relay_events_received_total", accepted) == before["accepted"] + 1
     # An event name the relay does not know is `other`: no customer text in a label.
-    assert sample("relay_events_received_total", other) == before["other"] + 1
+    assert sample(running, "relay_events_received_total", other) == before["other"] + 1
     assert "secret customer text" not in text
-    assert sample("relay_events_received_total",
+    assert sample(running, "relay_events_received_total",
                   {"event": "unknown", "result": "unauthorized"}) == unauthorized + 1
-    assert sample("relay_deliveries_total",
+    assert sample(running, "relay_deliveries_total",
                   {"destination": "a", "outcome": "sent", "reason": ""}) == sent_before + 2
-    assert sample("relay_delivery_latency_seconds_count", {"destination": "a"}) >= 2
-    assert sample("relay_pending_deliveries", {"destination": "a"}) == 0
-    assert sample("relay_oldest_pending_age_seconds", {"destination": "a"}) == 0
-    assert sample("relay_dead_letters") == 2
+    assert sample(running, "relay_delivery_latency_seconds_count", {"destination": "a"}) >= 2
+    assert sample(running, "relay_pending_deliveries", {"destination": "a"}) == 0
+    assert sample(running, "relay_oldest_pending_age_seconds", {"destination": "a"}) == 0
+    assert sample(running, "relay_dead_letters") == 2
     for name in ("relay_events_received_total", "relay_deliveries_total",
                  "relay_delivery_latency_seconds_bucket", "relay_pending_deliveries",
                  "relay_oldest_pending_age_seconds", "relay_dead_letters",
@@ -150,9 +154,9 @@ async def test_metrics_show_pending_backlog_and_its_age(
     assert await running.post(event("p", 1)) == 200
     await until(lambda: fake_slack.count(503) >= 1)
     await running.client.get("/metrics")
-    assert sample("relay_pending_deliveries", {"destination": "a"}) == 1
-    assert sample("relay_oldest_pending_age_seconds", {"destination": "a"}) > 0
-    assert sample("relay_deliveries_total",
+    assert sample(running, "relay_pending_deliveries", {"destination": "a"}) == 1
+    assert sample(running, "relay_oldest_pending_age_seconds", {"destination": "a"}) > 0
+    assert sample(running, "relay_deliveries_total",
                   {"destination": "a", "outcome": "retried", "reason": "server_error"}) >= 1
 
 
@@ -163,7 +167,7 @@ async def test_reload_good_config_swaps_routes_and_lanes(
     start: Any, tmp_path: Path, fake_slack: FakeSlack
 ) -> None:
     running = await start(config_text(tmp_path, "  a: {type: console}\n"))
-    successes = sample("relay_config_reloads_total", {"result": "success"})
+    successes = sample(running, "relay_config_reloads_total", {"result": "success"})
     file = tmp_path / "relay.yaml"
     file.write_text(config_text(tmp_path, "  a: {type: console}\n" + slack(fake_slack, "b"),
                                 "  - to: [b]\n"))
@@ -171,9 +175,9 @@ async def test_reload_good_config_swaps_routes_and_lanes(
     assert set(running.relay.lanes) == {"a", "b"}
     assert await running.post(event("r", 1)) == 200
     await until(lambda: len(fake_slack.messages) == 1)
-    assert sample("relay_config_reloads_total", {"result": "success"}) == successes + 1
-    assert sample("relay_config_last_reload_successful") == 1
-    assert sample("relay_config_last_reload_success_timestamp_seconds") > 0
+    assert sample(running, "relay_config_reloads_total", {"result": "success"}) == successes + 1
+    assert sample(running, "relay_config_last_reload_successful") == 1
+    assert sample(running, "relay_config_last_reload_success_timestamp_seconds") > 0
 
 
 @pytest.mark.parametrize(
@@ -186,7 +190,7 @@ async def test_reload_with_an_invalid_config_keeps_the_last_good_one(
     start: Any, tmp_path: Path, broken: str | None, caplog: pytest.LogCaptureFixture
 ) -> None:
     running = await start(config_text(tmp_path, "  a: {type: console}\n"))
-    failures = sample("relay_config_reloads_total", {"result": "failure"})
+    failures = sample(running, "relay_config_reloads_total", {"result": "failure"})
     text = broken or config_text(tmp_path, "  a: {type: console}\n  b: {type: console}\n",
                                  "  - to: [b]\n  - to: [c]\n")
     (tmp_path / "relay.yaml").write_text(text)
@@ -199,8 +203,8 @@ async def test_reload_with_an_invalid_config_keeps_the_last_good_one(
         "/webhooks/oneroute", data=event("k", 1),
         headers={"x-oneroute-signature": sign(SECRET, event("k", 1))})
     assert (await response.json())["destinations"] == ["a"]
-    assert sample("relay_config_reloads_total", {"result": "failure"}) == failures + 1
-    assert sample("relay_config_last_reload_successful") == 0
+    assert sample(running, "relay_config_reloads_total", {"result": "failure"}) == failures + 1
+    assert sample(running, "relay_config_last_reload_successful") == 0
 
 
 async def test_reload_dead_letters_rows_of_a_removed_destination(
@@ -297,18 +301,20 @@ async def test_a_slow_reload_cannot_overwrite_a_newer_one(
 
 
 @pytest.fixture
-def captured_logs() -> Iterator[io.StringIO]:
-    """Everything every logger writes at DEBUG, through the relay's own formatters."""
+def captured_logs() -> Iterator[tuple[io.StringIO, Redactor]]:
+    """Everything every logger writes at DEBUG, through the relay's own formatters, and the
+    redactor they mask with (hand it to the relay, as `relay serve` does)."""
     stream = io.StringIO()
+    redactor = Redactor()
     handlers = [logging.StreamHandler(stream), logging.StreamHandler(stream)]
-    handlers[0].setFormatter(TextFormatter())
-    handlers[1].setFormatter(JSONFormatter())
+    handlers[0].setFormatter(TextFormatter(redactor))
+    handlers[1].setFormatter(JSONFormatter(redactor))
     root = logging.getLogger()
     old_level = root.level
     root.setLevel(logging.DEBUG)
     for handler in handlers:
         root.addHandler(handler)
-    yield stream
+    yield stream, redactor
     for handler in handlers:
         root.removeHandler(handler)
     root.setLevel(old_level)
@@ -316,9 +322,9 @@ def captured_logs() -> Iterator[io.StringIO]:
 
 async def test_no_secret_in_logs_when_destinations_fail(
     start: Any, tmp_path: Path, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
-    captured_logs: io.StringIO,
+    captured_logs: tuple[io.StringIO, Redactor],
 ) -> None:
-    redact.clear()
+    stream, redactor = captured_logs
     webhook = fake_slack.add_webhook()
     fake_slack.revoke_webhook(webhook)
     destinations = (
@@ -332,7 +338,7 @@ async def test_no_secret_in_logs_when_destinations_fail(
     )
     running = await start(config_text(
         tmp_path, destinations,
-        "  - to: [wrong-token, missing-channel, bad-hook, bad-bot, no-chat]\n"))
+        "  - to: [wrong-token, missing-channel, bad-hook, bad-bot, no-chat]\n"), redactor)
     assert await running.post(event("s", 1)) == 200
     store = running.relay.store
     dead = 0
@@ -349,7 +355,7 @@ async def test_no_secret_in_logs_when_destinations_fail(
     letters = await store.dead_letters()
     assert sorted(d.reason for d in letters) == [
         "channel_not_found", "chat_not_found", "unauthorized", "unauthorized", "unauthorized"]
-    written = captured_logs.getvalue()
+    written = stream.getvalue()
     assert written.count("dead:") >= 5  # the failures were logged, at length
     for secret in (SECRET, BAD_SLACK_TOKEN, BAD_TELEGRAM_TOKEN, fake_telegram_module.TOKEN,
                    fake_slack_module.BOT_TOKEN, webhook, webhook.split("/services/")[1]):

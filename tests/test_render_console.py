@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.render.console import render_console
+from relay.integrations.console.render import render_console
 from tests.render_cases import CASES, HOSTILE, MENTIONS, SAMPLES, assert_golden
 
 # Golden files for the samples and the short hostile cases; the 20k-character ones would

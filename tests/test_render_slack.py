@@ -21,9 +21,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from slack_sdk.models.blocks import Block
 
+from relay.integrations.slack.render import SlackMessage, render_slack
 from relay.render.markup import slack_link
-from relay.render.messages import SlackMessage
-from relay.render.slack import render_slack
 from tests.fakes.telegram_html import utf16_len
 from tests.render_cases import (
     CASES,

@@ -22,8 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.render.messages import TelegramCall
-from relay.render.telegram import as_plain_text, render_telegram
+from relay.integrations.telegram.render import TelegramCall, as_plain_text, render_telegram
 from tests.fakes.telegram_html import parse, utf16_len
 from tests.render_cases import (
     CASES,

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 
-from relay.render.slack import render_slack
-from relay.render.telegram import render_telegram
+from relay.integrations.slack.render import render_slack
+from relay.integrations.telegram.render import render_telegram
 from relay.render.template import (
     TemplateError,
     TemplateRenderError,

@@ -3,14 +3,16 @@ the fake Slack (tests/fakes/slack.py)."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import aiohttp
 import pytest
 
-from relay.render.messages import SlackMessage
-from relay.send.outcome import Permanent, RetryLater, Sent
-from relay.send.slack import SlackSender, SlackWebhookSender, classify_slack
+from relay.integrations.slack.classify import classify_slack
+from relay.integrations.slack.render import SlackMessage
+from relay.integrations.slack.send import SlackSender, SlackWebhookSender
+from relay.outcome import Permanent, RetryLater, Sent
 from tests.fakes.slack import BOT_TOKEN, CHANNEL, FakeSlack
 
 IMAGE = "https://cdn.example.com/cat.png"
@@ -63,16 +65,16 @@ async def bot(fake_slack: FakeSlack):
             {"status": 429, "error": "ratelimited", "retry_after": "0.5"},
             RetryLater("rate_limited", "ratelimited", 0.5, rate_limited=True),
         ),
-        ({"status": 429, "retry_after": 3}, RetryLater("rate_limited", "", 3.0, True)),
+        ({"status": 429, "retry_after": 3}, RetryLater("rate_limited", "HTTP 429", 3.0, True)),
         (
             {"status": 429, "error": "ratelimited"},
             RetryLater("rate_limited", "ratelimited", None, rate_limited=True),
         ),
         (
             {"status": 429, "retry_after": "Wed, 21 Oct 2015 07:28:00 GMT"},
-            RetryLater("rate_limited", "", None, rate_limited=True),
+            RetryLater("rate_limited", "HTTP 429", None, rate_limited=True),
         ),
-        ({"status": 429, "retry_after": "-4"}, RetryLater("rate_limited", "", 0.0, True)),
+        ({"status": 429, "retry_after": "-4"}, RetryLater("rate_limited", "HTTP 429", 0.0, True)),
         (
             {"status": 200, "error": "rate_limited"},
             RetryLater("rate_limited", "rate_limited", None, rate_limited=True),
@@ -93,7 +95,9 @@ async def bot(fake_slack: FakeSlack):
         ),
         ({"status": 500, "error": "rollup_error"}, RetryLater("server_error", "rollup_error")),
         ({"status": 408}, RetryLater("timeout", "HTTP 408")),
-        ({"status": 200}, RetryLater("server_error", "unexpected answer (HTTP 200)")),
+        # not Slack's answer at all (a proxy's page, garbled JSON): no error word
+        ({"status": 200}, RetryLater("bad_answer", "HTTP 200")),
+        ({"status": 403}, RetryLater("bad_answer", "HTTP 403")),
         # credentials
         *[
             ({"status": 200, "error": word}, Permanent("unauthorized", word))
@@ -105,6 +109,10 @@ async def bot(fake_slack: FakeSlack):
                 "token_expired",
             )
         ],
+        (
+            {"status": 200, "error": "not_allowed_token_type"},
+            Permanent("unauthorized", "not_allowed_token_type"),
+        ),
         ({"status": 200, "error": "missing_scope"}, Permanent("forbidden", "missing_scope")),
         # where to post
         (
@@ -126,7 +134,7 @@ async def bot(fake_slack: FakeSlack):
             )
         ],
         ({"status": 200, "error": "brand_new_error"}, Permanent("bad_request", "brand_new_error")),
-        ({"status": 400}, Permanent("bad_request", "HTTP 400")),
+        ({"status": 400}, RetryLater("bad_answer", "HTTP 400")),
         # incoming webhooks: HTTP status plus a bare word
         ({"status": 403, "error": "invalid_token"}, Permanent("unauthorized", "invalid_token")),
         ({"status": 404, "error": "no_service"}, Permanent("unauthorized", "no_service")),
@@ -172,14 +180,25 @@ def test_classify_slack_transport_errors(exc: BaseException, reason: str) -> Non
     assert (outcome.reason, outcome.rate_limited) == (reason, False)
 
 
-def test_detail_is_redacted() -> None:
-    from relay.redact import register
-
-    register("xoxb-classifier-secret-1")
-    outcome = classify_slack(
-        status=200, error="invalid_auth", detail="token xoxb-classifier-secret-1 refused"
+async def test_senders_mask_their_own_secret_in_what_they_report(
+    fake_slack: FakeSlack, bot: SlackSender
+) -> None:
+    # A proxy or an explanation may echo the token or the webhook URL back.
+    echo = {"ok": False, "error": "invalid_blocks",
+            "response_metadata": {"messages": [f"token {BOT_TOKEN.upper()} refused"]}}
+    fake_slack.faults.answer_next(
+        status=200, body=json.dumps(echo).encode(), content_type="application/json"
     )
-    assert "xoxb-classifier-secret-1" not in outcome.detail  # type: ignore[union-attr]
+    outcome = await bot.send(text())
+    assert isinstance(outcome, Permanent) and "[REDACTED]" in outcome.detail
+    assert BOT_TOKEN.lower() not in outcome.detail.lower()
+    url = fake_slack.add_webhook()
+    hook = SlackWebhookSender(url=url, timeout=2.0)
+    fake_slack.faults.answer_next(status=404, body=f"<h1>No route to {url}</h1>".encode())
+    outcome = await hook.send(text())
+    await hook.close()
+    secret_path = url.split("/services/")[1]
+    assert isinstance(outcome, RetryLater) and secret_path not in outcome.detail
 
 
 # ------------------------------------------------------------------ SlackSender
@@ -198,7 +217,7 @@ async def test_sends_and_returns_the_ts(fake_slack: FakeSlack, bot: SlackSender)
 async def test_thread_ts_is_passed_through(fake_slack: FakeSlack, bot: SlackSender) -> None:
     parent = await bot.send(text("parent"))
     assert isinstance(parent, Sent)
-    reply = await bot.send(text("reply"), thread_ts=parent.ref)
+    reply = await bot.send(text("reply"), parent.ref)
     assert isinstance(reply, Sent)
     last = fake_slack.messages[-1]
     assert (last.thread_ts, last.thread_found) == (parent.ref, True)
@@ -355,7 +374,7 @@ async def test_webhook_success(fake_slack: FakeSlack) -> None:
 async def test_webhook_has_no_threads(fake_slack: FakeSlack) -> None:
     hook = SlackWebhookSender(url=fake_slack.add_webhook(), timeout=2.0)
     with pytest.raises(ValueError, match="threads"):
-        await hook.send(text(), thread_ts="1700000000.000001")
+        await hook.send(text(), "1700000000.000001")
     await hook.close()
 
 

@@ -17,14 +17,15 @@ from telegram.error import (
     InvalidToken,
     NetworkError,
     RetryAfter,
+    TelegramError,
     TimedOut,
 )
 from telegram.warnings import PTBDeprecationWarning
 
-from relay.redact import register
-from relay.render.messages import TelegramCall
-from relay.send.outcome import Permanent, RetryLater, Sent
-from relay.send.telegram import TelegramSender, classify_telegram
+from relay.integrations.telegram.classify import classify_telegram
+from relay.integrations.telegram.render import TelegramCall
+from relay.integrations.telegram.send import TelegramSender
+from relay.outcome import Permanent, RetryLater, Sent
 from tests.fakes.telegram import CHAT_ID, TOKEN, FakeTelegram
 
 # PTB warns about its own RetryAfter.retry_after type whenever it builds one.
@@ -93,9 +94,17 @@ async def bot(fake_telegram: FakeTelegram):
         (NetworkError("Service Unavailable"), "server_error", None),
         (
             NetworkError("Bad Gateway (502). Parsing the server response b'<html>' failed"),
-            "server_error",
+            "bad_answer",
             None,
         ),
+        (
+            BadRequest("Bad Request (400). Parsing the server response b'<html>' failed"),
+            "bad_answer",
+            None,
+        ),
+        (TelegramError("Invalid server response"), "bad_answer", None),
+        (KeyError("result"), "bad_answer", None),  # {"ok": false} at HTTP 200
+        (TypeError("list indices must be integers"), "bad_answer", None),
     ],
 )
 def test_classify_transient(exc: BaseException, reason: str, after: float | None) -> None:
@@ -133,13 +142,25 @@ def test_classify_permanent(exc: BaseException, reason: str) -> None:
     assert type(exc).__name__ in outcome.detail
 
 
-def test_classify_redacts_the_token_ptb_puts_in_messages() -> None:
-    token = "424242:AAClassifierSecretToken-0123456789abc"
-    register(token)
-    # Bot.initialize() words a rejected token like this.
-    outcome = classify_telegram(InvalidToken(f"The token `{token}` was rejected by the server."))
-    assert outcome.reason == "unauthorized"  # type: ignore[union-attr]
-    assert token not in outcome.detail  # type: ignore[union-attr]
+def test_a_detail_names_the_error_once() -> None:
+    outcome = classify_telegram(Forbidden("Forbidden: bot was kicked from the group chat"))
+    assert outcome.detail == "Forbidden: bot was kicked from the group chat"
+    outcome = classify_telegram(BadRequest("Chat not found"))
+    assert outcome.detail == "BadRequest: Chat not found"
+
+
+async def test_the_sender_masks_its_token_in_what_it_reports(fake_telegram: FakeTelegram) -> None:
+    # A proxy (or a Bot API server) may echo the request URL, which holds the token.
+    fake_telegram.faults.answer_next(
+        status=400,
+        body=f'{{"ok":false,"description":"Bad Request: no such path /bot{TOKEN}/x"}}'.encode(),
+        content_type="application/json",
+    )
+    bot = sender(fake_telegram)
+    outcome = await bot.send(message())
+    await bot.close()
+    assert isinstance(outcome, Permanent) and outcome.reason == "bad_request"
+    assert TOKEN not in outcome.detail and "[REDACTED]" in outcome.detail
 
 
 # ------------------------------------------------------------------ sending
@@ -160,9 +181,9 @@ async def test_sends_and_returns_the_message_id(
 
 async def test_reply_to_is_passed_through(fake_telegram: FakeTelegram, bot: TelegramSender) -> None:
     await bot.send(message("parent"))
-    assert await bot.send(message("child"), reply_to=1) == Sent("2")
+    assert await bot.send(message("child"), "1") == Sent("2")
     # A parent deleted meanwhile must not cost the message.
-    assert await bot.send(message("orphan"), reply_to=99) == Sent("3")
+    assert await bot.send(message("orphan"), "99") == Sent("3")
     replies = [(m.text, m.reply_to) for m in fake_telegram.messages]
     assert replies == [("parent", None), ("child", 1), ("orphan", None)]
     assert fake_telegram.messages[2].params["reply_parameters"] == {
@@ -308,7 +329,7 @@ async def test_refused_media_falls_back_to_a_link(
     fake_telegram: FakeTelegram, bot: TelegramSender, refusal: str
 ) -> None:
     fake_telegram.refuse_media(PHOTO, refusal)
-    assert await bot.send(photo(), reply_to=None) == Sent("1")
+    assert await bot.send(photo(), None) == Sent("1")
     [posted] = fake_telegram.messages
     assert (posted.method, posted.text) == ("sendMessage", "photo")
     assert PHOTO in (posted.raw or "")
@@ -335,7 +356,7 @@ async def test_follows_a_migrated_group(
     assert sender_.chat_id == -1004000000000
     assert [m.chat_id for m in fake_telegram.messages] == [-1004000000000] * 2
     assert fake_telegram.count(400) == 1  # the second message went straight to the new chat
-    [warning] = [r for r in caplog.records if r.name == "relay.send.telegram"]
+    [warning] = [r for r in caplog.records if r.name == "relay.integrations.telegram"]
     assert warning.levelno == logging.WARNING
     assert "chat_id" in warning.getMessage() and "-1004000000000" in warning.getMessage()
 

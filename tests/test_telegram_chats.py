@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from relay import redact
 from relay.config.model import Config
-from relay.telegram_chats import (
+from relay.integrations.telegram.chats import (
     NO_BOTS,
     NOTHING_FOUND,
     UPDATES_LIMIT,
@@ -32,12 +30,6 @@ OTHER_TOKEN = "555666777:AAAnotherBotTokenForRelayChatsTests000"
 WRONG_TOKEN = "987654321:AAWrongTokenForRelayChatsTests0000000"
 
 
-@pytest.fixture(autouse=True)
-def forget_secrets() -> Iterator[None]:
-    # find_chats() must register the config's secrets itself; start from none registered.
-    redact.clear()
-    yield
-    redact.clear()
 
 
 def config(**destinations: dict[str, Any]) -> Config:

@@ -100,6 +100,11 @@ class Delivery(Strict):
         86400.0, description="retry transient failures this long, then dead-letter (e.g. 24h)"
     )
     timeout: Duration = Field(10.0, description="per API call (e.g. 10s)")
+    lane_lease: Duration = Field(
+        15.0,
+        description="several instances: how long a destination's lane stays with an instance "
+        "that stopped renewing it (it dies) before another takes over (e.g. 15s)",
+    )
 
 
 class Config(Strict):

@@ -16,13 +16,13 @@ from typing import Any
 
 from aiohttp import web
 
-from relay import metrics
 from relay.config.model import Config
 from relay.errors import InvalidEvent, StoreUnavailable
 from relay.events import conversation_key, event_name, parse_event
 from relay.ingest.clients import ClientPolicy
 from relay.ingest.signature import SIGNATURE_HEADER, Verifier
 from relay.logs import fields
+from relay.metrics import Metrics
 from relay.routing import decide
 from relay.store.base import Incoming, Store
 
@@ -53,18 +53,6 @@ class Gate:
         )
 
 
-_COUNTERS: dict[tuple[str, str], Any] = {}  # (event label, result) -> its counter
-
-
-def _answer(code: int, result: str, event: str | None = None, **body: Any) -> web.Response:
-    key = (metrics.event_label(event), result)
-    counter = _COUNTERS.get(key)
-    if counter is None:
-        counter = _COUNTERS[key] = metrics.events_received.labels(*key)
-    counter.inc()
-    return web.json_response(body, status=code)
-
-
 class Ingest:
     def __init__(
         self,
@@ -72,11 +60,19 @@ class Ingest:
         store: Store,
         on_accepted: Callable[[Sequence[str]], None] = lambda destinations: None,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.gate = gate
         self.store = store
         self.on_accepted = on_accepted
         self.clock = clock
+        self.metrics = metrics or Metrics()
+
+    def _answer(
+        self, code: int, result: str, event: str | None = None, **body: Any
+    ) -> web.Response:
+        self.metrics.received(event, result)
+        return web.json_response(body, status=code)
 
     async def handle(self, request: web.Request) -> web.Response:
         gate = self.gate  # one config for the whole request, even if a reload swaps it
@@ -85,7 +81,7 @@ class Ingest:
         )
         if not gate.policy.allows(client):
             log.warning("refused: address not allowed", extra=fields(client=str(client)))
-            return _answer(
+            return self._answer(
                 403, "forbidden", error="forbidden", detail="this address may not post events"
             )
         if (request.content_length or 0) > MAX_BODY:
@@ -100,7 +96,9 @@ class Ingest:
             return self._too_large(client)
         except TimeoutError:
             log.warning("refused: body not received in time", extra=fields(client=str(client)))
-            return _answer(408, "bad_request", error="timeout", detail="the body took too long")
+            return self._answer(
+                408, "bad_request", error="timeout", detail="the body took too long"
+            )
         if not gate.verifier.verify(body, request.headers.get(SIGNATURE_HEADER)):
             missing = not request.headers.get(SIGNATURE_HEADER)
             log.warning(
@@ -108,7 +106,7 @@ class Ingest:
                 "missing" if missing else "invalid",
                 extra=fields(client=str(client), bytes=len(body)),
             )
-            return _answer(
+            return self._answer(
                 401,
                 "unauthorized",
                 error="unauthorized",
@@ -118,7 +116,7 @@ class Ingest:
             event = parse_event(body)
         except InvalidEvent as error:
             log.warning("refused: %s", error, extra=fields(client=str(client)))
-            return _answer(400, "bad_request", error="bad_request", detail=str(error))
+            return self._answer(400, "bad_request", error="bad_request", detail=str(error))
         return await self._accept(gate, body, event, client)
 
     async def _accept(
@@ -133,7 +131,7 @@ class Ingest:
             accepted = await self.store.accept(incoming)
         except StoreUnavailable as error:
             log.error("refused: store unavailable: %s", error, extra=fields(event=name))
-            return _answer(
+            return self._answer(
                 503,
                 "unavailable",
                 name,
@@ -145,7 +143,7 @@ class Ingest:
                 "duplicate: already accepted",
                 extra=fields(event_id=accepted.event_id, event=name, client=str(client)),
             )
-            return _answer(
+            return self._answer(
                 200,
                 "duplicate",
                 name,
@@ -166,7 +164,7 @@ class Ingest:
         )
         if destinations:
             self.on_accepted(destinations)
-        return _answer(
+        return self._answer(
             200,
             "accepted",
             name,
@@ -177,7 +175,7 @@ class Ingest:
 
     def _too_large(self, client: object) -> web.Response:
         log.warning("refused: body over 1 MiB", extra=fields(client=str(client)))
-        return _answer(413, "too_large", error="too_large", detail="the body is over 1 MiB")
+        return self._answer(413, "too_large", error="too_large", detail="the body is over 1 MiB")
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -16,12 +16,27 @@ from aiohttp import web
 
 
 @dataclass(frozen=True)
+class Raw:
+    """An answer given byte for byte, as a proxy, a captive portal or a broken server would."""
+
+    status: int
+    body: bytes
+    content_type: str
+
+    def response(self) -> web.Response:
+        return web.Response(
+            status=self.status, body=self.body, headers={"Content-Type": self.content_type}
+        )
+
+
+@dataclass(frozen=True)
 class Fault:
-    """One call's misbehaviour: wait `delay` seconds, then answer `status` if set."""
+    """One call's misbehaviour: wait `delay` seconds, then answer `status` (or `raw`) if set."""
 
     status: int | None = None
     retry_after: float | None = None
     delay: float = 0.0
+    raw: Raw | None = None
 
 
 class Faults:
@@ -41,6 +56,12 @@ class Faults:
         """The next `n` calls answer 429 with this Retry-After / retry_after."""
         self._script.extend([Fault(status=429, retry_after=retry_after)] * n)
 
+    def answer_next(
+        self, n: int = 1, *, status: int = 200, body: bytes = b"", content_type: str = "text/plain"
+    ) -> None:
+        """The next `n` calls get exactly this answer and take no effect."""
+        self._script.extend([Fault(raw=Raw(status, body, content_type))] * n)
+
     def delay_next(self, n: int = 1, *, seconds: float) -> None:
         """The next `n` calls wait first; they still take effect (a client that timed out
         may have posted anyway, as with the real services)."""
@@ -57,7 +78,12 @@ class Faults:
 
     def take(self) -> Fault:
         fault = self._script.popleft() if self._script else Fault()
-        if fault.status is None and self._storm and self._random.random() < self._storm[0]:
+        if (
+            fault.status is None
+            and fault.raw is None
+            and self._storm
+            and self._random.random() < self._storm[0]
+        ):
             fault = replace(fault, status=429, retry_after=self._storm[1])
         return replace(fault, delay=fault.delay + self.delay)
 

@@ -142,6 +142,9 @@ class FakeSlack(FakeServer):
         fault = self.faults.take()
         if not await self.pause(fault.delay):
             return web.Response(status=503)
+        if fault.raw is not None:
+            self.note(method, fault.raw.status, "raw")
+            return fault.raw.response()
         if fault.status is not None:
             return self._fault_answer(method, fault)
         try:
@@ -286,6 +289,9 @@ class FakeSlack(FakeServer):
         fault = self.faults.take()
         if not await self.pause(fault.delay):
             return web.Response(status=503)
+        if fault.raw is not None:
+            self.note("webhook", fault.raw.status, "raw")
+            return fault.raw.response()
         if fault.status is not None:
             self.note("webhook", fault.status, None)
             text = "rate_limited" if fault.status == 429 else "service_unavailable"

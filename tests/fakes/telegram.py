@@ -222,6 +222,9 @@ class FakeTelegram(FakeServer):
         fault = self.faults.take()
         if not await self.pause(fault.delay):
             return web.Response(status=503)
+        if fault.raw is not None:
+            self.note(method, fault.raw.status, "raw")
+            return fault.raw.response()
         try:
             if fault.status is not None:
                 raise _fault_error(fault)

@@ -33,6 +33,4 @@ class TelegramDestination(DestinationBase):
     @property
     def group(self) -> bool:
         """A group, supergroup or channel (negative ids, @channelname): 20 messages a minute."""
-        return isinstance(self.chat_id, str) or (
-            isinstance(self.chat_id, int) and self.chat_id < 0
-        )
+        return isinstance(self.chat_id, str) or (isinstance(self.chat_id, int) and self.chat_id < 0)

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from telegram import Chat, ChatMember, Update
-from telegram.error import Conflict, TelegramError
+from telegram.error import Conflict
 
 from relay.config.model import Config
-from relay.doctor import Link, telegram_problem
+from relay.integrations.base import Link
 from relay.integrations.telegram.config import TelegramDestination
-from relay.redact import redact, register
-from relay.send.telegram import build_bot
+from relay.integrations.telegram.doctor import telegram_problem
+from relay.integrations.telegram.send import LIBRARY_LOGGERS, build_bot
+from relay.redact import Redactor, scrubbed
 
 UPDATES_LIMIT = 100  # what one getUpdates call hands out at most
 
@@ -75,7 +76,6 @@ async def find_chats(
     timeout: float = 10.0,  # noqa: ASYNC109 - a limit per API call, handed to the HTTP client
 ) -> list[BotChats]:
     """Ask every configured bot (concurrently) which chats it has heard from."""
-    register(*config.secrets())
     bots = _bots(config)
     found = await asyncio.gather(
         *(_ask(token, api_url, names, timeout) for (token, api_url), names in bots.items())
@@ -84,7 +84,8 @@ async def find_chats(
 
 
 def format_chats(results: Sequence[BotChats]) -> str:
-    """A block per bot: a heading, then one line per chat (or what to do when none)."""
+    """A block per bot: a heading, then one line per chat (or what to do when none).
+    Secrets never reach it: problems are masked where they are written (`_ask`)."""
     if not results:
         return NO_BOTS
     blocks = [_format_bot(result) for result in results]
@@ -93,7 +94,7 @@ def format_chats(results: Sequence[BotChats]) -> str:
             "Put the id of the chat to post in as chat_id of its destination (groups and "
             "channels have negative ids)."
         )
-    return redact("\n\n".join(blocks))
+    return "\n\n".join(blocks)
 
 
 def exit_code(results: Sequence[BotChats]) -> int:
@@ -115,17 +116,25 @@ def _bots(config: Config) -> dict[tuple[str, str], tuple[str, ...]]:
 
 
 async def _ask(token: str, api_url: str, names: tuple[str, ...], per_call: float) -> BotChats:
+    """What one bot has seen; every text in it masked of the bot's token (a chat may even be
+    named after it)."""
+    redact = Redactor(token)
     link = Link.to(api_url, per_call)
-    bot, request = build_bot(token, api_url=api_url, timeout=per_call)
     username: str | None = None
-    try:
-        username = (await bot.get_me()).username
-        updates = await bot.get_updates(timeout=0, limit=UPDATES_LIMIT)
-    except (TelegramError, OSError) as exc:
-        return BotChats(names, username, problem=_problem(exc, link, api_url))
-    finally:
-        await request.shutdown()
-    return BotChats(names, username, _chats(updates), truncated=len(updates) >= UPDATES_LIMIT)
+    with scrubbed(LIBRARY_LOGGERS, redact):
+        bot, request = build_bot(token, api_url=api_url, timeout=per_call)
+        try:
+            username = (await bot.get_me()).username
+            updates = await bot.get_updates(timeout=0, limit=UPDATES_LIMIT)
+        except Exception as exc:  # every Bot API answer, transport error and unreadable answer
+            return BotChats(names, username, problem=redact(_problem(exc, link, api_url)))
+        finally:
+            await request.shutdown()
+    chats = tuple(
+        replace(chat, title=redact(chat.title), username=chat.username and redact(chat.username))
+        for chat in _chats(updates)
+    )
+    return BotChats(names, username, chats, truncated=len(updates) >= UPDATES_LIMIT)
 
 
 def _problem(exc: BaseException, link: Link, api_url: str) -> str:

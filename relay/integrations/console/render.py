@@ -22,9 +22,8 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from relay.render.messages import SlackMessage, TelegramCall
-from relay.render.slack import render_slack
-from relay.render.telegram import render_telegram
+from relay.integrations.slack.render import SlackMessage, render_slack
+from relay.integrations.telegram.render import TelegramCall, render_telegram
 from relay.render.telegram_html import visible_text
 
 _SLACK_LINK = re.compile(r"<([^<>|]*)\|([^<>]*)>")

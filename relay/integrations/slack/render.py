@@ -22,6 +22,7 @@ context line. Nothing is cut. A message with an image block has a `fallback` wit
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from relay.errors import TemplateRenderError
@@ -36,9 +37,22 @@ from relay.render.markup import (
     slack_url,
     template_note,
 )
-from relay.render.messages import SlackMessage
 from relay.render.split import split_markup, width
 from relay.render.template import Template
+
+
+@dataclass(frozen=True)
+class SlackMessage:
+    """One `chat.postMessage` (or incoming-webhook) body, without `channel` and `thread_ts`.
+
+    `fallback` is the same message without blocks Slack must fetch (image blocks): Slack
+    refuses a whole message whose image it cannot download, and a media URL must never
+    cost the message, so the sender retries with `fallback` when that happens.
+    """
+
+    payload: dict[str, Any]
+    fallback: dict[str, Any] | None = None
+
 
 TEXT_MAX: Final = 4000  # Slack's advice for `text`; it truncates past 40,000
 SECTION_MAX: Final = 3000  # section text limit

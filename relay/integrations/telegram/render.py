@@ -22,6 +22,7 @@ previews are off unless the destination asks for them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from relay.errors import TemplateRenderError
@@ -34,10 +35,24 @@ from relay.render.markup import (
     media_line,
     template_note,
 )
-from relay.render.messages import TelegramCall
 from relay.render.split import split_markup, width
 from relay.render.telegram_html import visible_text
 from relay.render.template import Template
+
+
+@dataclass(frozen=True)
+class TelegramCall:
+    """One Bot API call (`sendMessage`, `sendPhoto`, ...) as its JSON parameters,
+    without `chat_id`, `message_thread_id` and `reply_parameters`.
+
+    `fallback` is what to send instead when Telegram refuses the media URL (a text
+    message with the link).
+    """
+
+    method: str
+    params: dict[str, Any]
+    fallback: TelegramCall | None = None
+
 
 TEXT_MAX: Final = 4096
 CAPTION_MAX: Final = 1024
