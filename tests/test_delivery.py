@@ -270,3 +270,156 @@ async def test_console_destination_prints_what_would_be_sent(
         await asyncio.sleep(0.02)
     else:
         raise AssertionError("the console destination printed nothing")
+
+
+# --- nothing stops a lane ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("platform", ["slack", "telegram"])
+async def test_an_odd_answer_is_retried_and_the_lane_goes_on(
+    make_relay: Any, fake_slack: FakeSlack, fake_telegram: FakeTelegram, platform: str
+) -> None:
+    if platform == "slack":
+        fake: FakeSlack | FakeTelegram = fake_slack
+        harness = await make_relay(slack_destination(fake_slack))
+        odd = (200, b"<html>Log in to the hotel Wi-Fi</html>", "text/html")
+    else:
+        fake = fake_telegram
+        harness = await make_relay(telegram_destination(fake_telegram))
+        odd = (200, b'{"ok": false}', "application/json")
+    status, body, content_type = odd
+    fake.faults.answer_next(2, status=status, body=body, content_type=content_type)
+    assert await harness.post(event("o", 0)) == 200
+    assert await harness.post(event("p", 0)) == 200
+    await until(lambda: len(fake.messages) == 2, within=15)
+    texts = [m.text for m in fake.messages]
+    assert (numbers(texts, "o"), numbers(texts, "p")) == ([0], [0])
+    store = harness.relay.store
+    assert await store.dead_count() == 0 and await store.backlog() == []
+    assert harness.relay.lanes["dest"].running
+    retried = {"destination": "dest", "outcome": "retried", "reason": "bad_answer"}
+    assert harness.relay.metrics.sample("relay_deliveries_total", **retried) == 2
+
+
+async def test_a_bug_while_delivering_one_message_is_logged_counted_and_retried(
+    make_relay: Any, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from relay.integrations.console.send import ConsoleSender
+
+    real_send = ConsoleSender.send
+    calls = 0
+
+    async def buggy_send(self: ConsoleSender, message: str, thread: str | None = None) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in the relay")
+        return await real_send(self, message, thread)
+
+    monkeypatch.setattr(ConsoleSender, "send", buggy_send)
+    harness = await make_relay("""
+    dest: {type: console}
+    """)
+    assert await harness.post(event("b", 0)) == 200
+    assert await harness.post(event("c", 0)) == 200
+    printed = ""
+
+    def delivered() -> bool:
+        nonlocal printed
+        printed += capsys.readouterr().out
+        return "b-msg-0" in printed and "c-msg-0" in printed
+
+    await until(delivered, within=15)
+    internal = {"destination": "dest", "outcome": "retried", "reason": "internal_error"}
+    assert harness.relay.metrics.sample("relay_deliveries_total", **internal) == 1
+    logged = [r for r in caplog.records if "internal error while delivering" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None  # once, with its traceback
+    assert harness.relay.lanes["dest"].running
+    assert await harness.relay.store.dead_count() == 0
+
+
+async def test_a_lane_whose_task_ends_is_restarted(
+    make_relay: Any, fake_slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness = await make_relay(slack_destination(fake_slack))
+    lane = harness.relay.lanes["dest"]
+    assert lane.task is not None
+    lane.task.cancel()  # as if the task ended by some path nobody foresaw
+    await until(lambda: not lane.running, within=5)
+    assert (await harness.client.get("/readyz")).status == 503
+    await until(lambda: lane.running, within=5)  # the supervisor started it again
+    assert any("restarting it" in r.getMessage() for r in caplog.records)
+    assert await harness.post(event("r", 0)) == 200
+    await until(lambda: len(fake_slack.messages) == 1)
+    assert harness.relay.metrics.sample("relay_lane_restarts_total", destination="dest") == 1
+
+
+async def test_a_failing_lane_loop_starts_again(
+    make_relay: Any, fake_slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness = await make_relay(slack_destination(fake_slack))
+    store = harness.relay.store
+    real_claim = store.claim
+    failures = 0
+
+    async def claim_once_broken(*args: Any) -> Any:
+        nonlocal failures
+        if failures == 0:
+            failures += 1
+            raise RuntimeError("unexpected")
+        return await real_claim(*args)
+
+    store.claim = claim_once_broken  # type: ignore[method-assign]
+    assert await harness.post(event("l", 0)) == 200
+    await until(lambda: len(fake_slack.messages) == 1, within=10)
+    assert failures == 1
+    assert any("the lane's loop failed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("platform", ["slack", "telegram"])
+async def test_a_huge_retry_after_pauses_the_lane_for_at_most_ten_minutes(
+    make_relay: Any, fake_slack: FakeSlack, fake_telegram: FakeTelegram, platform: str
+) -> None:
+    if platform == "slack":
+        fake: FakeSlack | FakeTelegram = fake_slack
+        harness = await make_relay(slack_destination(fake_slack))
+    else:
+        fake = fake_telegram
+        harness = await make_relay(telegram_destination(fake_telegram))
+    fake.faults.rate_limit_next(1, retry_after=1_000_000)
+    started = time.time()
+    assert await harness.post(event("h", 0)) == 200
+    await until(lambda: fake.count(429) == 1)
+    store = harness.relay.store
+    await until(lambda: harness.relay.lanes["dest"].paused() is not None)
+    assert await store.dead_count() == 0  # not "still failing after 1 attempts over 24 h"
+    due = await store.next_due("dest", "someone else")
+    assert due is not None and due <= started + 600 + 5
+    ready = await harness.client.get("/readyz")
+    body = await ready.json()
+    assert ready.status == 200, body  # a paused lane still takes events
+    assert 590 <= body["paused"]["dest"]["seconds"] <= 600
+    metrics = await (await harness.client.get("/metrics")).text()
+    (line,) = [m for m in metrics.splitlines()
+               if m.startswith('relay_lane_paused_seconds{destination="dest"}')]
+    assert 590 <= float(line.split()[-1]) <= 600
+
+
+@pytest.mark.parametrize("platform", ["slack", "telegram"])
+@pytest.mark.parametrize("content", ["\n" * 5000 + "last", "\n" * 5000, " \n\t" * 3000])
+async def test_blank_lines_never_make_an_empty_message(
+    make_relay: Any, fake_slack: FakeSlack, fake_telegram: FakeTelegram, platform: str,
+    content: str,
+) -> None:
+    fake: FakeSlack | FakeTelegram = fake_slack if platform == "slack" else fake_telegram
+    destination = (slack_destination if platform == "slack" else telegram_destination)(fake)
+    harness = await make_relay(destination)
+    body = json.dumps({"event": "newMessage", "conversation": {"id": "n"},
+                       "message": {"sender": {"name": "Ada"}, "content": content}}).encode()
+    assert await harness.post(body) == 200
+    await until(lambda: harness.relay.metrics.sample(
+        "relay_deliveries_total", destination="dest", outcome="sent", reason="") == 1)
+    (message,) = fake.messages  # one message, and it has something to read under the header
+    lines = [line.strip("_") for line in message.text.splitlines()[1:] if line.strip()]
+    assert lines == (["last"] if "last" in content else ["(no text)"]), message.text

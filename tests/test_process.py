@@ -136,3 +136,25 @@ async def test_a_busy_port_or_a_missing_store_directory_is_one_clear_line(
     assert code == 1
     assert "cannot open the store" in stderr and "does not exist" in stderr
     assert "Traceback" not in stderr
+
+
+async def test_sigterm_exits_0_after_odd_answers_and_with_a_lane_paused(
+    tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess]
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path, fake_slack, port, rate=100)
+    relay = RelayProcess(config, port, SECRET)
+    processes.append(relay)
+    await relay.start()
+    # A JSON list (slack-sdk cannot read it), invalid UTF-8, then a huge Retry-After.
+    fake_slack.faults.answer_next(status=200, body=b"[1]", content_type="application/json")
+    fake_slack.faults.answer_next(status=200, body=b"\xff\xfe", content_type="text/plain")
+    fake_slack.faults.rate_limit_next(1, retry_after=1_000_000)
+    assert await relay.post(numbered_event("t", 0)) == 200
+    await until(lambda: fake_slack.count(429) == 1, within=15)
+    status, body = await relay.get("/readyz")
+    assert status == 200 and '"paused"' in body
+    relay.signal(signal.SIGTERM)
+    assert await relay.wait(timeout=15) == 0
+    output = relay.output()
+    assert "Traceback" not in output and "stopped" in output

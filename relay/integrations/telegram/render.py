@@ -80,9 +80,10 @@ def render_telegram(
     reserve = width(head, "telegram") + _PART_MARK + 1  # 1: the newline after the head
     first = CAPTION_MAX - reserve if sendable else None
     raw_parts = split_markup(body, "telegram", TEXT_MAX - reserve, first)
-    # An empty first part still holds the caption's place; empty later parts are dropped.
-    parts = [part.strip() for part in raw_parts[:1]] or [""]
-    parts += [part.strip() for part in raw_parts[1:] if visible_text(part).strip()]
+    # Parts with nothing to read (a body of blank lines) are dropped, but with media an
+    # empty first part still holds the caption's place; at least one message is sent.
+    kept = [part.strip() for part in raw_parts if visible_text(part).strip()]
+    parts = ([""] if sendable and not _readable(raw_parts[:1]) else []) + kept or [""]
 
     def head_of(index: int) -> str:
         return head + (f" · {index + 1}/{len(parts)}" if len(parts) > 1 else "")
@@ -97,6 +98,10 @@ def render_telegram(
         *(_send_message(text, options) for text in texts[1:]),
         *(_send_media(media, head, options) for media in more_media),
     ]
+
+
+def _readable(parts: list[str]) -> bool:
+    return bool(parts) and bool(visible_text(parts[0]).strip())
 
 
 def as_plain_text(call: TelegramCall) -> TelegramCall:
