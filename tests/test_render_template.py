@@ -63,16 +63,17 @@ def test_every_value_is_escaped_for_slack_and_literal_markup_is_kept():
 
 def test_every_value_is_escaped_for_telegram_including_quotes_in_attributes():
     event = copy.deepcopy(TEXT)
-    event["message"]["content"] = '<b>x</b> & "q"'
+    event["message"]["content"] = '<b>x</b>&"q"'
     template = compile_template(
-        '<b>{{ sender }}</b>: {{ content }} <a href="{{ content }}">l</a>', "telegram"
+        '<b>{{ sender }}</b>: {{ content }} <a href="https://x.example/?q={{ content }}">l</a>',
+        "telegram",
     )
     out = template.render(event)
     assert out == (
-        "<b>Message Sender</b>: &lt;b&gt;x&lt;/b&gt; &amp; &quot;q&quot; "
-        '<a href="&lt;b&gt;x&lt;/b&gt; &amp; &quot;q&quot;">l</a>'
+        "<b>Message Sender</b>: &lt;b&gt;x&lt;/b&gt;&amp;&quot;q&quot; "
+        '<a href="https://x.example/?q=&lt;b&gt;x&lt;/b&gt;&amp;&quot;q&quot;">l</a>'
     )
-    assert parse(out).startswith('Message Sender: <b>x</b> & "q"')
+    assert parse(out).startswith('Message Sender: <b>x</b>&"q"')
 
 
 def test_values_are_shown_as_json_not_python():
