@@ -22,9 +22,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.render.messages import SlackMessage, TelegramCall
-from relay.render.slack import render_slack
-from relay.render.telegram import render_telegram
+from relay.integrations.slack.render import SlackMessage, render_slack
+from relay.integrations.telegram.render import TelegramCall, render_telegram
 from relay.render.template import TemplateRenderError, compile_template
 from tests.fakes.telegram_html import parse
 from tests.render_cases import PROPERTY, SAMPLES, hostile_texts, message
