@@ -62,7 +62,7 @@ def test_context_line_for_each_kind():
         "💬 <b>Message Sender</b> · Channel name (WHATSAPP) · in-queue"
     )
     assert context_line(extract(SAMPLES["new-message-from-agent"]), SLACK)[0] == (
-        "🎧 Agent *Ada (agent)* · Channel name (WHATSAPP) · open"
+        "🎧 Agent *Ada (agent)* → *Customer name* · Channel name (WHATSAPP) · open"
     )
     assert context_line(extract({}), SLACK)[0] == "📨 _event without a name_"
     assert context_line(extract(nulls()), SLACK)[0] == "💬 _unknown customer_"

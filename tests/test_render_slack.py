@@ -174,7 +174,7 @@ def test_text_message_layout():
 def test_agent_quote_and_campaign_say_who_and_what():
     [agent] = render_slack(SAMPLES["new-message-from-agent"])
     assert agent.payload["text"].startswith(
-        "🎧 Agent *Ada (agent)* · Channel name (WHATSAPP) · open"
+        "🎧 Agent *Ada (agent)* → *Customer name* · Channel name (WHATSAPP) · open"
     )
     [quoted] = render_slack(SAMPLES["new-message-quoted"])
     assert "↩️ _replying to an earlier message_\nYes, that one please" in quoted.payload["text"]

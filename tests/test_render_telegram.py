@@ -138,7 +138,7 @@ def test_text_message_layout():
 def test_agent_quote_campaign_and_unknown_event():
     [agent] = render_telegram(SAMPLES["new-message-from-agent"])
     assert parse(agent.params["text"]) == (
-        "🎧 Agent Ada (agent) · Channel name (WHATSAPP) · open\nHi! How can I help?"
+        "🎧 Agent Ada (agent) → Customer name · Channel name (WHATSAPP) · open\nHi! How can I help?"
     )
     [quoted] = render_telegram(SAMPLES["new-message-quoted"])
     assert (

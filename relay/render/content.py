@@ -57,6 +57,7 @@ class Content:
     event_name: str | None
     sender: str | None = None  # the name only; `agent` tells whether it is the team's side
     agent: bool = False
+    customer: str | None = None  # whom an agent's message answers
     channel: str | None = None
     medium: str | None = None
     status: str | None = None
@@ -92,6 +93,7 @@ def _message(event: Mapping[str, Any], name: str | None) -> Content:
         event_name=name,
         sender=text_at(event, "message.sender.name") or text_at(event, other),
         agent=agent,
+        customer=text_at(event, "conversation.customer.name") if agent else None,
         channel=text_at(event, "conversation.Channel.name"),
         medium=text_at(event, "conversation.Channel.medium"),
         status=text_at(event, "conversation.status"),

@@ -109,7 +109,8 @@ def shorten(text: str, limit: int) -> tuple[str, bool]:
 def context_line(content: Content, style: Style) -> tuple[str, list[str]]:
     """The one-line who/where header, and body lines giving in full what it had to shorten.
 
-    E.g. `💬 *Customer name* · Channel name (WHATSAPP) · in-queue`.
+    E.g. `💬 *Customer name* · Channel name (WHATSAPP) · in-queue`, or for a team
+    member's answer `🎧 Agent *Ada* → *Customer name* · Channel name (WHATSAPP) · open`.
     """
     overflow: list[str] = []
 
@@ -124,7 +125,10 @@ def context_line(content: Content, style: Style) -> tuple[str, list[str]]:
     if content.kind == "message":
         who = short("Sender", content.sender)
         if content.agent:
+            # In a channel without threads, the customer answered must be named.
+            customer = short("Customer", content.customer)
             head = "🎧 Agent" + (f" {style.bold(who)}" if who else "")
+            head += f" → {style.bold(customer)}" if customer else ""
         else:
             head = "💬 " + (style.bold(who) if who else style.italic("unknown customer"))
         channel = short("Channel", content.channel)
