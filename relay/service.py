@@ -44,7 +44,7 @@ class Relay:
     def __init__(self, config: Config, config_file: Path, store: Store | None = None) -> None:
         self.config = config
         self.config_file = config_file
-        self.store = store or store_for(config.storage)
+        self.store = store or store_for(config.storage, exclusive=True)
         self.owner = uuid.uuid4().hex[:12]
         self.pacer = Pacer()
         self.lanes: dict[str, Lane] = {}

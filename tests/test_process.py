@@ -136,3 +136,32 @@ async def test_a_busy_port_or_a_missing_store_directory_is_one_clear_line(
     assert code == 1
     assert "cannot open the store" in stderr and "does not exist" in stderr
     assert "Traceback" not in stderr
+
+
+async def test_a_second_relay_on_the_same_sqlite_file_refuses_to_start_with_one_line(
+    tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess]
+) -> None:
+    """Two relays on one file would both deliver everything: the second one stops at start,
+    and the first one goes on as if nothing happened."""
+    port = free_port()
+    config = write_config(tmp_path, fake_slack, port, rate=100)
+    first = RelayProcess(config, port, SECRET)
+    processes.append(first)
+    await first.start()
+    assert first.process is not None
+    (tmp_path / "second").mkdir()
+    other_port = free_port()
+    other_config = tmp_path / "second" / "relay.yaml"
+    other_config.write_text(config.read_text().replace(f"port: {port}", f"port: {other_port}"))
+    second = RelayProcess(other_config, other_port, SECRET)
+    processes.append(second)
+    with pytest.raises(AssertionError, match="relay exited at start"):
+        await second.start()
+    assert await second.wait() == 1
+    (line,) = second.output().strip().splitlines()
+    assert line.endswith(
+        f"cannot open the store: {tmp_path}/relay.db is already served by another relay"
+        f" (pid {first.process.pid}); stop it first, or use PostgreSQL to run several instances"
+    )
+    assert await first.post(numbered_event("a", 0)) == 200
+    await until(lambda: numbered_texts([m.text for m in fake_slack.messages]) == ["a-msg-0"])
