@@ -165,3 +165,10 @@ async def test_a_second_relay_on_the_same_sqlite_file_refuses_to_start_with_one_
     )
     assert await first.post(numbered_event("a", 0)) == 200
     await until(lambda: numbered_texts([m.text for m in fake_slack.messages]) == ["a-msg-0"])
+    # The operator's commands open the file next to the serving relay, without the lock.
+    listing = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay", "dead", "list", "-c", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(listing.communicate(), 30)
+    assert listing.returncode == 0, output.decode()

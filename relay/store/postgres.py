@@ -219,7 +219,7 @@ class PostgresStore(SharedStore):
         try:
             async with self._connection() as connection, connection.transaction():
                 return await _insert_batch(connection, items)
-        except (StoreUnavailable, asyncio.CancelledError):
+        except StoreUnavailable:
             raise
         except Exception as error:  # e.g. asyncpg's DataError: still no URL in the message
             raise self._unavailable(error) from error

@@ -38,7 +38,7 @@ _ADVICE = {
     sqlite3.SQLITE_FULL: "free disk space",
     sqlite3.SQLITE_READONLY: "make the file and its directory writable for the relay",
     sqlite3.SQLITE_CANTOPEN: "check that the path exists and the relay may write to it",
-    sqlite3.SQLITE_BUSY: "another process holds the database locked; stop it",
+    sqlite3.SQLITE_BUSY: "another process kept the file locked for over 5 s",
 }
 
 
