@@ -33,7 +33,7 @@ from relay.metrics import Metrics
 from relay.outcome import Failure, Permanent, RetryLater, Sent, describe, short_detail
 from relay.pacing import Pacer
 from relay.redact import Redactor
-from relay.store.base import Claimed, Store
+from relay.store.base import Claimed, LaneStore
 
 log = logging.getLogger("relay.lanes")
 
@@ -80,7 +80,7 @@ class Lane:
         self,
         destination: str,
         courier: Courier[Any],
-        store: Store,
+        store: LaneStore,
         pacer: Pacer,
         settings: LaneSettings,
         clock: Callable[[], float] = time.time,

@@ -76,7 +76,7 @@ class Relay:
         self.redactor = redactor or Redactor()
         self.redactor.register(*config.secrets())
         self.metrics = metrics or Metrics()
-        self.store = store or store_for(config.storage)
+        self.store = store or store_for(config.storage, exclusive=True)
         self.owner = uuid.uuid4().hex[:12]
         self.pacer = Pacer()
         self.lanes: dict[str, Lane] = {}
@@ -268,7 +268,7 @@ class Relay:
         if now - checked_at < READY_CACHE:
             return problem
         try:
-            await getattr(self.store, "check_writable", self.store.ping)()  # TEMP until store merge
+            await self.store.check_writable()
             problem = None
         except StoreUnavailable as error:
             problem = str(error)

@@ -199,14 +199,37 @@ async def test_full_disk_answers_503_and_recovers_delivering_everything_acknowle
         assert f"message-{n}-end" in out, n
 
 
-async def test_read_only_store_answers_503_then_recovers(running: Running) -> None:
+async def readyz_status(running: Running) -> int:
+    return (await running.client.get("/readyz")).status
+
+
+async def wait_for_readyz(running: Running, status: int) -> None:
+    """/readyz probes the store at most once a second: wait for it to see the change."""
+    for _ in range(100):
+        if await readyz_status(running) == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"/readyz never answered {status}")
+
+
+@pytest.mark.parametrize("fault", ["read-only", "full"])
+async def test_a_store_that_cannot_take_events_is_not_ready_until_it_can(
+    running: Running, fault: str
+) -> None:
     store = running.relay.store
     assert isinstance(store, SQLiteStore)
-    await set_pragma(store, "query_only = ON")  # every write fails as on a read-only disk
-    assert await running.post(b'{"event":"ro","n":1}') == 503
-    response = await running.client.get("/readyz")
-    assert response.status == 200  # reads still work; intake answers 503 until writes do
+    assert await readyz_status(running) == 200
+    if fault == "read-only":
+        await set_pragma(store, "query_only = ON")  # every write fails as on a read-only disk
+    else:  # SQLite's own page limit gives the SQLITE_FULL of a full disk
+        await store._call(lambda db: db.execute("VACUUM"))  # no free pages left to reuse
+        pages = (await store._call(lambda db: db.execute("PRAGMA page_count").fetchone()))[0]
+        await set_pragma(store, f"max_page_count = {pages}")
+    await wait_for_readyz(running, 503)  # a load balancer stops sending here
+    assert await running.post(json.dumps({"event": "x", "pad": "p" * 9000}).encode()) == 503
     await set_pragma(store, "query_only = OFF")
+    await set_pragma(store, "max_page_count = 1073741823")
+    await wait_for_readyz(running, 200)
     assert await running.post(b'{"event":"ro","n":1}') == 200
 
 

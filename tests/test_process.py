@@ -158,3 +158,39 @@ async def test_sigterm_exits_0_after_odd_answers_and_with_a_lane_paused(
     assert await relay.wait(timeout=15) == 0
     output = relay.output()
     assert "Traceback" not in output and "stopped" in output
+
+
+async def test_a_second_relay_on_the_same_sqlite_file_refuses_to_start_with_one_line(
+    tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess]
+) -> None:
+    """Two relays on one file would both deliver everything: the second one stops at start,
+    and the first one goes on as if nothing happened."""
+    port = free_port()
+    config = write_config(tmp_path, fake_slack, port, rate=100)
+    first = RelayProcess(config, port, SECRET)
+    processes.append(first)
+    await first.start()
+    assert first.process is not None
+    (tmp_path / "second").mkdir()
+    other_port = free_port()
+    other_config = tmp_path / "second" / "relay.yaml"
+    other_config.write_text(config.read_text().replace(f"port: {port}", f"port: {other_port}"))
+    second = RelayProcess(other_config, other_port, SECRET)
+    processes.append(second)
+    with pytest.raises(AssertionError, match="relay exited at start"):
+        await second.start()
+    assert await second.wait() == 1
+    (line,) = second.output().strip().splitlines()
+    assert line.endswith(
+        f"cannot open the store: {tmp_path}/relay.db is already served by another relay"
+        f" (pid {first.process.pid}); stop it first, or use PostgreSQL to run several instances"
+    )
+    assert await first.post(numbered_event("a", 0)) == 200
+    await until(lambda: numbered_texts([m.text for m in fake_slack.messages]) == ["a-msg-0"])
+    # The operator's commands open the file next to the serving relay, without the lock.
+    listing = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay", "dead", "list", "-c", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(listing.communicate(), 30)
+    assert listing.returncode == 0, output.decode()

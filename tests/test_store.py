@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from relay.store.base import DUPLICATE_WINDOW, Incoming, Store
+from relay.errors import StoreUnavailable
+from relay.store.base import DUPLICATE_WINDOW, Accepted, Incoming, Store
 from relay.store.postgres import PostgresStore
 from relay.store.sqlite import SQLiteStore
 
+NewStore = Callable[[], Store]
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """A fresh, open store of each engine (PostgreSQL: the session's database, emptied)."""
-    engine: Store
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> NewStore:
+    """Makes stores of one engine (not yet opened) on one place: a fresh SQLite file, or the
+    session's PostgreSQL database emptied; each call is another process on the same data."""
     if request.param == "postgresql":
         # Asked for only here, so the SQLite half of the suite runs without a server.
-        engine = PostgresStore(request.getfixturevalue("pg_url"))
-    else:
-        engine = SQLiteStore(tmp_path / "relay.db")
+        url: str = request.getfixturevalue("pg_url")
+        return lambda: PostgresStore(url)
+    return lambda: SQLiteStore(tmp_path / "relay.db")
+
+
+@pytest.fixture
+async def store(new_store: NewStore) -> AsyncIterator[Store]:
+    """A fresh, open store of each engine."""
+    engine = new_store()
     await engine.open()
     yield engine
     await engine.close()
@@ -175,3 +184,64 @@ async def test_prune_deletes_only_old_delivered_events(store: Store) -> None:
 
 async def test_ping(store: Store) -> None:
     await store.ping()
+
+
+async def test_check_writable_on_a_healthy_store_leaves_nothing_behind(store: Store) -> None:
+    await store.check_writable()
+    await store.check_writable()
+    assert await store.backlog() == []
+    assert not (await store.accept(incoming(b"after the probe"))).duplicate
+
+
+# --- closing --------------------------------------------------------------------------------------
+
+
+async def test_close_answers_or_refuses_every_accept_in_flight(new_store: NewStore) -> None:
+    """Accepts queued or mid-commit when close() starts are committed or refused, never left
+    waiting; the answered ones are really stored; accepts after close() are refused."""
+    store = new_store()
+    await store.open()
+    queued = [
+        asyncio.create_task(store.accept(incoming(b"%d" % n, conversation=None)))
+        for n in range(60)
+    ]
+    await asyncio.sleep(0)  # all queued; the writer has taken the first batch
+    closing = asyncio.create_task(store.close())
+    await asyncio.sleep(0)  # close() has started
+    late = asyncio.create_task(store.accept(incoming(b"late", conversation=None)))
+    _, waiting = await asyncio.wait([*queued, late, closing], timeout=10)
+    assert not waiting, "close() left callers waiting"
+    assert closing.exception() is None
+    answers = [task.exception() or task.result() for task in queued]
+    assert all(isinstance(answer, Accepted | StoreUnavailable) for answer in answers), answers
+    assert isinstance(late.exception(), StoreUnavailable)
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await store.accept(incoming(b"after", conversation=None))
+
+    reopened = new_store()
+    await reopened.open()
+    try:
+        stored = {row.event_id for row in await reopened.claim("a", T0 + 1, 100, 60.0, "me")}
+    finally:
+        await reopened.close()
+    answered = {answer.event_id for answer in answers if isinstance(answer, Accepted)}
+    assert answered <= stored
+
+
+# --- ids ------------------------------------------------------------------------------------------
+
+
+async def test_ids_are_never_reused_after_pruning(store: Store) -> None:
+    """A pruned event's duplicate mark outlives it (the window is longer than the retention):
+    its id must not go to a new event, or a duplicate's answer would name the wrong one."""
+    old = await store.accept(incoming(b"old", conversation=None))
+    (row,) = await store.claim("a", T0 + 1, 10, 60.0, "me")
+    await store.mark_sent(row.id, T0 + 2)
+    assert await store.prune(T0 + 7200, retention=3600) == 1  # the newest event, gone
+
+    new = await store.accept(incoming(b"new", conversation=None, at=T0 + 7200))
+    assert new.event_id > old.event_id
+    (new_row,) = await store.claim("a", T0 + 7201, 10, 60.0, "me")
+    assert new_row.id > row.id  # `relay dead retry ID` never names another delivery
+    again = await store.accept(incoming(b"old", conversation=None, at=T0 + 7200))
+    assert again.duplicate and again.event_id == old.event_id

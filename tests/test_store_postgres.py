@@ -7,8 +7,10 @@ processes would; the contract they share with SQLite is tests/test_store.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import traceback
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -18,11 +20,12 @@ from relay.store import store_for
 from relay.store.base import Incoming
 from relay.store.postgres import (
     CONVERSATION_LOCK_CLASS,
-    MIGRATIONS,
     PostgresStore,
     _conversation_key,
     _where,
 )
+from relay.store.schema import MIGRATIONS
+from relay.store.sqlite import SQLiteStore
 
 T0 = 1_700_000_000.0
 TTL = 15.0
@@ -45,6 +48,17 @@ async def two(pg_url: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]
 def test_store_for_routes_postgresql_urls() -> None:
     assert isinstance(store_for("postgresql://relay:pw@db:5432/relay"), PostgresStore)
     assert isinstance(store_for("postgres://relay@db/relay"), PostgresStore)
+    assert isinstance(store_for("sqlite:///relay.db", exclusive=True), SQLiteStore)
+
+
+async def test_exclusive_is_ignored_several_instances_are_the_point(pg_url: str) -> None:
+    first, second = store_for(pg_url, exclusive=True), store_for(pg_url, exclusive=True)
+    await first.open()
+    try:
+        await second.open()
+        await second.close()
+    finally:
+        await first.close()
 
 
 # --- ingest across instances --------------------------------------------------------------------
@@ -315,3 +329,230 @@ def test_messages_name_the_server_never_the_credentials() -> None:
     store = PostgresStore("postgresql://u:p%40ss@h/d?password=other")
     message = str(store._unavailable(OSError("auth for p@ss and p%40ss and other failed")))
     assert message == "postgresql at h:5432/d: auth for *** and *** and *** failed"
+
+
+# --- the write probe ----------------------------------------------------------------------------
+
+
+async def terminate_sessions(admin: asyncpg.Connection, database: str) -> None:
+    await admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = $1 AND pid <> pg_backend_pid()",
+        database,
+    )
+
+
+async def probe_until(store: PostgresStore, writable: bool) -> str:
+    """check_writable() until the pool's killed sessions are replaced and it answers
+    `writable`; the last refusal's message."""
+    message = ""
+    for _ in range(12):  # at worst each pooled connection fails once first
+        try:
+            await store.check_writable()
+        except StoreUnavailable as error:
+            message = str(error)
+            if not writable and "read-only" in message:
+                return message
+        else:
+            if writable:
+                return message
+    pytest.fail(f"check_writable() never became {'ok' if writable else 'read-only'}: {message}")
+
+
+async def test_check_writable_fails_on_a_read_only_database_and_recovers(
+    pg_empty_url: str,
+) -> None:
+    """A read-only database (or a standby after a failover) still answers reads."""
+    database = urlsplit(pg_empty_url).path.lstrip("/")
+    store = PostgresStore(pg_empty_url)
+    await store.open()
+    admin = await asyncpg.connect(pg_empty_url)
+    try:
+        await store.check_writable()
+        # A setting of the database applies to sessions that start after it: end the pool's.
+        await admin.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+        await terminate_sessions(admin, database)
+        message = await probe_until(store, writable=False)
+        assert message.startswith(f"postgresql at 127.0.0.1:5432/{database}: ")
+        assert "read-only transaction" in message
+        await store.ping()  # reads still work: a ping cannot tell
+        await admin.execute(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
+        await terminate_sessions(admin, database)
+        await probe_until(store, writable=True)
+    finally:
+        await admin.close()
+        await store.close()
+
+
+class Proxy:
+    """A TCP forwarder to the test server that can be cut, as a network outage would."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.server: asyncio.Server | None = None
+        self.streams: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._forward, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        self.streams += [writer, upstream_writer]
+        await asyncio.gather(
+            self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer)
+        )
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def cut(self) -> None:
+        """Refuse new connections (the port is closed) and break every open one."""
+        assert self.server is not None
+        self.server.close()
+        for stream in self.streams:
+            stream.transport.abort()
+        await self.server.wait_closed()
+
+
+async def test_check_writable_fails_fast_when_the_server_is_unreachable(pg_url: str) -> None:
+    parts = urlsplit(pg_url)
+    proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    port = await proxy.start()
+    url = parts._replace(netloc=f"postgres:secret-pw@127.0.0.1:{port}").geturl()
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        await store.check_writable()
+        await proxy.cut()
+        for _ in range(3):  # the broken pooled connection first, then refused connections
+            with pytest.raises(StoreUnavailable) as raised:
+                await asyncio.wait_for(store.check_writable(), 5)
+            assert str(raised.value).startswith(f"postgresql at 127.0.0.1:{port}/")
+            assert "secret-pw" not in str(raised.value)
+        assert str(raised.value).endswith("connection refused")
+    finally:
+        await store.close()
+
+
+# --- databases written by earlier versions ------------------------------------------------------
+
+# The schema of release 0.1.0 (schema_migrations version 1), as it shipped: databases in the
+# field look like this, and every later version must open them as they are.
+SCHEMA_V1 = """
+CREATE TABLE schema_migrations (
+    version INTEGER PRIMARY KEY,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+INSERT INTO schema_migrations (version) VALUES (1);
+CREATE TABLE events (
+    id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    received_at DOUBLE PRECISION NOT NULL,
+    event_name TEXT,
+    conversation TEXT,
+    body BYTEA NOT NULL
+);
+CREATE INDEX events_received ON events (received_at);
+CREATE TABLE seen (
+    body_hash BYTEA PRIMARY KEY,
+    event_id BIGINT NOT NULL,
+    seen_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX seen_at ON seen (seen_at);
+CREATE TABLE deliveries (
+    id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    event_id BIGINT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+    destination TEXT NOT NULL,
+    conversation TEXT,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    progress INTEGER NOT NULL DEFAULT 0,
+    next_at DOUBLE PRECISION NOT NULL,
+    lease_until DOUBLE PRECISION,
+    lease_owner TEXT,
+    reason TEXT,
+    detail TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    retry_from DOUBLE PRECISION NOT NULL,
+    finished_at DOUBLE PRECISION
+);
+CREATE INDEX deliveries_due ON deliveries (destination, next_at, id) WHERE state = 'pending';
+CREATE INDEX deliveries_claim ON deliveries (destination, id) WHERE state = 'pending';
+CREATE INDEX deliveries_order ON deliveries (destination, conversation, id)
+    WHERE state = 'pending';
+CREATE INDEX deliveries_event ON deliveries (event_id);
+CREATE INDEX deliveries_dead ON deliveries (finished_at) WHERE state = 'dead';
+CREATE TABLE threads (
+    destination TEXT NOT NULL,
+    conversation TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    PRIMARY KEY (destination, conversation)
+);
+CREATE TABLE lanes (
+    destination TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    until DOUBLE PRECISION NOT NULL
+);
+"""
+
+
+async def schema_of(url: str) -> dict[str, object]:
+    """Columns, indexes and constraints of the relay's tables, as the server reports them."""
+    connection = await asyncpg.connect(url)
+    try:
+        columns = await connection.fetch(
+            "SELECT table_name, column_name, data_type, is_nullable, column_default,"
+            " is_identity FROM information_schema.columns WHERE table_schema = 'public'"
+            " ORDER BY 1, 2"
+        )
+        indexes = await connection.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1"
+        )
+        constraints = await connection.fetch(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
+            " FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2"
+        )
+        versions = await connection.fetch("SELECT version FROM schema_migrations ORDER BY 1")
+    finally:
+        await connection.close()
+    return {
+        "columns": [tuple(row) for row in columns],
+        "indexes": [tuple(row) for row in indexes],
+        "constraints": [tuple(row) for row in constraints],
+        "versions": [row[0] for row in versions],
+    }
+
+
+async def test_a_version_1_database_is_upgraded_as_it_is(pg_empty_url: str, pg_url: str) -> None:
+    connection = await asyncpg.connect(pg_empty_url)
+    try:
+        await connection.execute(SCHEMA_V1)
+        await connection.execute(
+            "INSERT INTO events (received_at, event_name, body) VALUES ($1, 'newMessage', 'x')",
+            T0,
+        )
+        await connection.execute(
+            "INSERT INTO deliveries (event_id, destination, next_at, created_at, retry_from)"
+            " SELECT id, 'a', $1, $1, $1 FROM events",
+            T0,
+        )
+    finally:
+        await connection.close()
+    store = PostgresStore(pg_empty_url)
+    await store.open()
+    try:
+        new = await store.accept(incoming(b"new", at=T0 + 1))
+        rows = await store.claim("a", T0 + 2, 10, 60.0, "me")
+        assert [(r.event_id, r.body) for r in rows] == [(1, b"x"), (new.event_id, b"new")]
+        assert rows[1].id > rows[0].id and new.event_id > 1
+    finally:
+        await store.close()
+    fresh = PostgresStore(pg_url)  # the session's database, created by this version
+    await fresh.open()
+    await fresh.close()
+    assert await schema_of(pg_empty_url) == await schema_of(pg_url)

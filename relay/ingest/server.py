@@ -24,7 +24,7 @@ from relay.ingest.signature import SIGNATURE_HEADER, Verifier
 from relay.logs import fields
 from relay.metrics import Metrics
 from relay.routing import decide
-from relay.store.base import Incoming, Store
+from relay.store.base import Incoming, IngestStore
 
 log = logging.getLogger("relay.ingest")
 
@@ -57,7 +57,7 @@ class Ingest:
     def __init__(
         self,
         gate: Gate,
-        store: Store,
+        store: IngestStore,
         on_accepted: Callable[[Sequence[str]], None] = lambda destinations: None,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,

@@ -1,8 +1,9 @@
-"""The store: what the relay remembers, behind one narrow interface.
+"""The store: what the relay remembers, behind interfaces cut by who calls them.
 
 Ingest writes an event and one delivery row per routed destination in one transaction
-before it answers 200; lanes claim due rows, oldest first per conversation, and record
-what happened to each. SQLite (one instance) and PostgreSQL (several) implement it.
+before it answers 200 (IngestStore); lanes claim due rows, oldest first per conversation,
+and record what happened to each (LaneStore); operators and upkeep read and repair
+(AdminStore). SQLite (one instance) and PostgreSQL (several) implement all of it (Store).
 
 A delivery row is `pending` until it is `sent` or `dead`. A pending row is due when its
 `next_at` has passed and no lease of the claiming lane holds it; a conversation's row is
@@ -81,17 +82,21 @@ class Backlog:
     oldest_created_at: float | None
 
 
-class Store(Protocol):
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def ping(self) -> None:
-        """Raise StoreUnavailable unless the store answers."""
+class IngestStore(Protocol):
+    """What ingest needs: store an event before it answers 200 (relay/ingest/server.py)."""
 
-    # ingest
     async def accept(self, incoming: Incoming) -> Accepted:
         """Durably store the event and its delivery rows (one transaction, batched commits)."""
 
-    # lanes
+    async def check_writable(self) -> None:
+        """Raise StoreUnavailable unless an event could be stored right now: a real write of
+        an event-sized row, committed (a disk that is full or read-only still reads)."""
+
+
+class LaneStore(Protocol):
+    """What a lane needs: claim its destination's rows and record each outcome
+    (relay/lanes.py)."""
+
     async def hold_lane(self, destination: str, owner: str, ttl: float, now: float) -> bool:
         """Take or renew the right to deliver for `destination` (one instance at a time)."""
 
@@ -100,16 +105,22 @@ class Store(Protocol):
 
     async def claim(
         self, destination: str, now: float, limit: int, lease: float, owner: str
-    ) -> list[Claimed]: ...
+    ) -> list[Claimed]:
+        """Lease up to `limit` due rows to `owner`, oldest first, heads of conversations."""
+
     async def release(self, ids: Sequence[int]) -> None:
         """Give back claimed rows not attempted (shutdown): due again at once."""
 
-    async def save_progress(self, delivery_id: int, progress: int) -> None: ...
+    async def save_progress(self, delivery_id: int, progress: int) -> None:
+        """Record how many messages of the row's rendering were sent."""
+
     async def mark_sent(self, delivery_id: int, now: float) -> None: ...
     async def retry_later(
         self, delivery_id: int, next_at: float, reason: str, detail: str
     ) -> None: ...
-    async def bury(self, delivery_id: int, now: float, reason: str, detail: str) -> None: ...
+    async def bury(self, delivery_id: int, now: float, reason: str, detail: str) -> None:
+        """Dead-letter the row: it is not tried again unless an operator revives it."""
+
     async def next_due(self, destination: str, owner: str) -> float | None:
         """When the next row becomes claimable by `owner` (None: nothing pending)."""
 
@@ -117,7 +128,11 @@ class Store(Protocol):
     async def set_thread_parent(self, destination: str, conversation: str, ref: str) -> str:
         """Record the conversation's parent message unless one exists; return the parent."""
 
-    # operators
+
+class AdminStore(Protocol):
+    """What operators and upkeep need: dead letters, metrics, pruning (relay/cli.py,
+    relay/service.py)."""
+
     async def dead_letters(self, limit: int = 1000) -> list[DeadLetter]: ...
     async def dead_count(self) -> int: ...
     async def revive(self, ids: Sequence[int] | None, now: float) -> int:
@@ -126,6 +141,21 @@ class Store(Protocol):
     async def bury_destination(self, destination: str, now: float, reason: str) -> int:
         """Dead-letter every pending row of a destination that no longer exists."""
 
-    async def backlog(self) -> list[Backlog]: ...
+    async def backlog(self) -> list[Backlog]:
+        """Pending rows per destination (only destinations that have some)."""
+
     async def prune(self, now: float, retention: float) -> int:
         """Delete delivered events older than `retention` and expired duplicate marks."""
+
+
+class Store(IngestStore, LaneStore, AdminStore, Protocol):
+    """A whole engine: every caller's part, and its lifecycle."""
+
+    async def open(self) -> None:
+        """Connect and migrate; raise StoreUnavailable (StoreLocked) when it cannot."""
+
+    async def close(self) -> None:
+        """Let queued events commit (or refuse them), then disconnect."""
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers."""

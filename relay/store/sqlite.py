@@ -1,10 +1,15 @@
 """The embedded store: one SQLite file in WAL mode, for a single relay instance.
 
 Every statement runs on one dedicated thread that owns the connection, so the event loop
-never blocks on disk. Ingest does not commit per request: `accept()` queues the event and
-a writer task commits everything queued meanwhile in one transaction — one fsync for a
-burst of concurrent requests — before any of them is answered (group commit).
-`synchronous=FULL` makes a commit durable across power loss, not only process crashes.
+never blocks on disk. Ingest uses group commit (relay/store/commit.py): one transaction,
+one fsync, for a burst of concurrent requests. `synchronous=FULL` makes a commit durable
+across power loss, not only process crashes. The statements it shares with PostgreSQL are
+in relay/store/schema.py; what is SQLite's own:
+
+- One relay serves a file: `exclusive=True` (`relay serve`) holds relay/store/lock.py's
+  lock until close; the CLI's `relay dead ...` opens without it, next to a serving relay.
+- Ids come from counters (`id_counters`, migration 2), not from max(id) + 1, so ids of
+  pruned rows are never handed out again.
 """
 
 from __future__ import annotations
@@ -12,95 +17,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.errors import StoreUnavailable
-from relay.store.base import (
-    DUPLICATE_WINDOW,
-    Accepted,
-    Backlog,
-    Claimed,
-    DeadLetter,
-    Incoming,
-)
+from relay.store import schema
+from relay.store.base import DUPLICATE_WINDOW, Accepted, Incoming
+from relay.store.batch import Batch
+from relay.store.commit import GroupCommit
+from relay.store.lock import ServeLock
+from relay.store.shared import SharedStore
+from relay.store.sql import Dialect, Statement, Step
 
 T = TypeVar("T")
-MAX_BATCH = 512
 
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY,
-        received_at REAL NOT NULL,
-        event_name TEXT,
-        conversation TEXT,
-        body BLOB NOT NULL
-    );
-    CREATE TABLE seen (
-        body_hash BLOB PRIMARY KEY,
-        event_id INTEGER NOT NULL,
-        seen_at REAL NOT NULL
-    );
-    CREATE TABLE deliveries (
-        id INTEGER PRIMARY KEY,
-        event_id INTEGER NOT NULL REFERENCES events(id) ON DELETE CASCADE,
-        destination TEXT NOT NULL,
-        conversation TEXT,
-        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'dead')),
-        attempts INTEGER NOT NULL DEFAULT 0,
-        progress INTEGER NOT NULL DEFAULT 0,
-        next_at REAL NOT NULL,
-        lease_until REAL,
-        lease_owner TEXT,
-        reason TEXT,
-        detail TEXT,
-        created_at REAL NOT NULL,
-        retry_from REAL NOT NULL,
-        finished_at REAL
-    );
-    CREATE INDEX deliveries_due ON deliveries (destination, next_at, id) WHERE state = 'pending';
-    CREATE INDEX deliveries_order ON deliveries (destination, conversation, id)
-        WHERE state = 'pending';
-    CREATE INDEX deliveries_event ON deliveries (event_id);
-    CREATE INDEX deliveries_dead ON deliveries (finished_at) WHERE state = 'dead';
-    CREATE TABLE threads (
-        destination TEXT NOT NULL,
-        conversation TEXT NOT NULL,
-        parent TEXT NOT NULL,
-        PRIMARY KEY (destination, conversation)
-    );
-    """,
-)
-
-_CLAIM = """
-UPDATE deliveries SET lease_until = :lease_until, lease_owner = :owner
-WHERE id IN (
-    SELECT d.id FROM deliveries AS d
-    WHERE d.destination = :destination AND d.state = 'pending' AND d.next_at <= :now
-      AND (d.lease_until IS NULL OR d.lease_until <= :now OR d.lease_owner != :owner)
-      AND (d.conversation IS NULL OR NOT EXISTS (
-          SELECT 1 FROM deliveries AS p
-          WHERE p.destination = d.destination AND p.conversation = d.conversation
-            AND p.state = 'pending' AND p.id < d.id))
-    ORDER BY d.id LIMIT :limit)
-RETURNING id, event_id, destination, conversation, attempts, progress, created_at, retry_from
-"""
-
-
-# When the next row becomes claimable: heads of conversations only (a row behind another
-# waits for it, not for its own time), and not rows this owner is delivering right now.
-_NEXT_DUE = """
-SELECT min(d.next_at) FROM deliveries AS d
-WHERE d.destination = :destination AND d.state = 'pending'
-  AND (d.lease_owner IS NULL OR d.lease_owner != :owner)
-  AND (d.conversation IS NULL OR NOT EXISTS (
-      SELECT 1 FROM deliveries AS p
-      WHERE p.destination = d.destination AND p.conversation = d.conversation
-        AND p.state = 'pending' AND p.id < d.id))
-"""
+# What to do about the errors an operator can fix, by SQLite's primary result code.
+_ADVICE = {
+    sqlite3.SQLITE_FULL: "free disk space",
+    sqlite3.SQLITE_READONLY: "make the file and its directory writable for the relay",
+    sqlite3.SQLITE_CANTOPEN: "check that the path exists and the relay may write to it",
+    sqlite3.SQLITE_BUSY: "another process kept the file locked for over 5 s",
+}
 
 
 def sqlite_path(url: str) -> Path:
@@ -108,62 +47,82 @@ def sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
 
-class SQLiteStore:
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+class SQLiteStore(SharedStore):
+    def __init__(
+        self, path: str | Path, *, synchronous: str = "FULL", exclusive: bool = False
+    ) -> None:
         self.path = Path(path)
         self._synchronous = synchronous
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-sqlite")
+        self._lock = ServeLock(self.path) if exclusive else None
+        self._thread: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
-        self._queue: asyncio.Queue[tuple[Incoming, asyncio.Future[Accepted]]] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._commit: GroupCommit | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    def _describe(self) -> str:
+        return str(self.path)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def open(self) -> None:
-        await self._run(self._connect)
-        self._queue = asyncio.Queue()
-        self._writer = asyncio.create_task(self._write_batches(), name="relay-sqlite-writer")
+        thread = self._thread = ThreadPoolExecutor(1, thread_name_prefix="relay-sqlite")
+        try:
+            await self._run(self._connect)
+        except BaseException:
+            self._thread = None
+            thread.shutdown(wait=False)
+            raise
+        self._commit = GroupCommit(self._write_batch, name="relay-sqlite-writer")
+        self._commit.start()
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
-        if self._db is not None:
-            await self._run(self._db.close)
-            self._db = None
-        self._thread.shutdown(wait=True)
+        if self._commit is not None:
+            await self._commit.close()  # stays, closed: a late accept() hears "closed"
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        await asyncio.get_running_loop().run_in_executor(thread, self._disconnect)
+        thread.shutdown(wait=True)
 
     def _connect(self) -> None:
         if self.path.parent and not self.path.parent.exists():
             raise StoreUnavailable(f"{self.path}: directory {self.path.parent} does not exist")
+        if self._lock is not None:
+            self._lock.acquire()
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA busy_timeout = 5000")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute(f"PRAGMA synchronous = {self._synchronous}")
-            db.execute("PRAGMA foreign_keys = ON")
-            self._migrate(db)
+            try:
+                db.execute("PRAGMA busy_timeout = 5000")
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute(f"PRAGMA synchronous = {self._synchronous}")
+                db.execute("PRAGMA foreign_keys = ON")
+                _migrate(db)
+            except BaseException:
+                db.close()
+                raise
         except sqlite3.Error as error:
-            raise StoreUnavailable(f"{self.path}: {error}") from error
+            self._release_lock()
+            raise self._unavailable(error) from error
+        except BaseException:
+            self._release_lock()
+            raise
         self._db = db
 
-    @staticmethod
-    def _migrate(db: sqlite3.Connection) -> None:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in filter(str.strip, script.split(";")):
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {number}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+    def _disconnect(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        if self._thread is None:
+            raise StoreUnavailable(f"{self.path}: the store is not open")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, function, *args)
 
@@ -173,274 +132,148 @@ class SQLiteStore:
 
     def _guarded(self, function: Callable[..., T], *args: Any) -> T:
         if self._db is None:
-            raise StoreUnavailable("the store is closed")
+            raise StoreUnavailable(f"{self.path}: the store is closed")
         try:
             return function(self._db, *args)
         except sqlite3.Error as error:
             if self._db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
-            raise StoreUnavailable(f"{self.path}: {error}") from error
+            raise self._unavailable(error) from error
+
+    def _unavailable(self, error: sqlite3.Error) -> StoreUnavailable:
+        advice = _ADVICE.get(getattr(error, "sqlite_errorcode", -1) & 0xFF)
+        return StoreUnavailable(f"{self.path}: {error}" + (f" ({advice})" if advice else ""))
 
     async def ping(self) -> None:
         await self._call(lambda db: db.execute("SELECT 1").fetchone())
 
+    # --- the shared statements' primitives ----------------------------------------------------
+
+    async def _read(self, statement: Statement, **params: Any) -> list[Sequence[Any]]:
+        query = statement.sqlite
+        return await self._call(lambda db: db.execute(query.text, query.bind(params)).fetchall())
+
+    async def _write(self, *steps: Step) -> list[Any]:
+        def write(db: sqlite3.Connection) -> list[Any]:
+            with _transaction(db):
+                return [_execute(db, each) for each in steps]
+
+        return await self._call(write)
+
     # --- ingest: group commit -----------------------------------------------------------------
 
     async def accept(self, incoming: Incoming) -> Accepted:
-        if self._queue is None:
-            raise StoreUnavailable("the store is not open")
-        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-        await self._queue.put((incoming, future))
-        return await future
+        if self._commit is None:
+            raise StoreUnavailable(f"{self.path}: the store is not open")
+        return await self._commit.accept(incoming)
 
-    async def _write_batches(self) -> None:
-        assert self._queue is not None
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                results = await self._call(_insert_batch, [item for item, _ in batch])
-            except Exception as error:  # every waiter hears it; none of them is answered 200
-                failure = (
-                    error if isinstance(error, StoreUnavailable) else StoreUnavailable(str(error))
-                )
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(failure)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+    async def _write_batch(self, items: list[Incoming]) -> list[Accepted]:
+        return await self._call(_insert_batch, items)
 
     # --- lanes --------------------------------------------------------------------------------
 
     async def hold_lane(self, destination: str, owner: str, ttl: float, now: float) -> bool:
-        return True  # one instance owns the SQLite file and every lane in it
+        return True  # one relay serves the file (the lock) and every lane in it
 
     async def release_lane(self, destination: str, owner: str) -> None:
         return None
 
-    async def claim(
-        self, destination: str, now: float, limit: int, lease: float, owner: str
-    ) -> list[Claimed]:
-        return await self._call(_claim, destination, now, limit, now + lease, owner)
 
-    async def release(self, ids: Sequence[int]) -> None:
-        await self._write(
-            "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE id = ?",
-            [(i,) for i in ids],
-        )
-
-    async def save_progress(self, delivery_id: int, progress: int) -> None:
-        await self._write(
-            "UPDATE deliveries SET progress = ? WHERE id = ?", [(progress, delivery_id)]
-        )
-
-    async def mark_sent(self, delivery_id: int, now: float) -> None:
-        await self._write(
-            "UPDATE deliveries SET state = 'sent', finished_at = ?, lease_until = NULL, "
-            "lease_owner = NULL WHERE id = ?",
-            [(now, delivery_id)],
-        )
-
-    async def retry_later(self, delivery_id: int, next_at: float, reason: str, detail: str) -> None:
-        await self._write(
-            "UPDATE deliveries SET attempts = attempts + 1, next_at = ?, reason = ?, detail = ?, "
-            "lease_until = NULL, lease_owner = NULL WHERE id = ?",
-            [(next_at, reason, detail, delivery_id)],
-        )
-
-    async def bury(self, delivery_id: int, now: float, reason: str, detail: str) -> None:
-        await self._write(
-            "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished_at = ?, "
-            "reason = ?, detail = ?, lease_until = NULL, lease_owner = NULL WHERE id = ?",
-            [(now, reason, detail, delivery_id)],
-        )
-
-    async def next_due(self, destination: str, owner: str) -> float | None:
-        return await self._call(
-            lambda db: db.execute(
-                _NEXT_DUE, {"destination": destination, "owner": owner}
-            ).fetchone()[0]
-        )
-
-    async def thread_parent(self, destination: str, conversation: str) -> str | None:
-        row = await self._call(
-            lambda db: db.execute(
-                "SELECT parent FROM threads WHERE destination = ? AND conversation = ?",
-                (destination, conversation),
-            ).fetchone()
-        )
-        return row[0] if row else None
-
-    async def set_thread_parent(self, destination: str, conversation: str, ref: str) -> str:
-        def write(db: sqlite3.Connection) -> str:
-            with _transaction(db):
-                db.execute(
-                    "INSERT INTO threads (destination, conversation, parent) VALUES (?, ?, ?) "
-                    "ON CONFLICT DO NOTHING",
-                    (destination, conversation, ref),
-                )
-                return db.execute(
-                    "SELECT parent FROM threads WHERE destination = ? AND conversation = ?",
-                    (destination, conversation),
-                ).fetchone()[0]
-
-        return await self._call(write)
-
-    # --- operators ----------------------------------------------------------------------------
-
-    async def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
-        rows = await self._call(
-            lambda db: db.execute(
-                "SELECT d.id, d.event_id, e.event_name, d.destination, d.conversation, d.attempts,"
-                " d.reason, d.detail, d.created_at, d.finished_at FROM deliveries AS d"
-                " JOIN events AS e ON e.id = d.event_id WHERE d.state = 'dead'"
-                " ORDER BY d.id LIMIT ?",
-                (limit,),
-            ).fetchall()
-        )
-        return [DeadLetter(*row[:6], row[6] or "", row[7] or "", row[8], row[9]) for row in rows]
-
-    async def dead_count(self) -> int:
-        return await self._call(
-            lambda db: db.execute(
-                "SELECT count(*) FROM deliveries WHERE state = 'dead'"
-            ).fetchone()[0]
-        )
-
-    async def revive(self, ids: Sequence[int] | None, now: float) -> int:
-        def write(db: sqlite3.Connection) -> int:
-            with _transaction(db):
-                revive = (
-                    "UPDATE deliveries SET state = 'pending', next_at = ?, attempts = 0,"
-                    " retry_from = ?, finished_at = NULL WHERE state = 'dead'"
-                )
-                if ids is None:
-                    return db.execute(revive, (now, now)).rowcount
-                return sum(db.execute(revive + " AND id = ?", (now, now, i)).rowcount for i in ids)
-
-        return await self._call(write)
-
-    async def bury_destination(self, destination: str, now: float, reason: str) -> int:
-        def write(db: sqlite3.Connection) -> int:
-            with _transaction(db):
-                return db.execute(
-                    "UPDATE deliveries SET state = 'dead', finished_at = ?, reason = ?,"
-                    " detail = 'the destination is no longer in the config',"
-                    " lease_until = NULL, lease_owner = NULL"
-                    " WHERE destination = ? AND state = 'pending'",
-                    (now, reason, destination),
-                ).rowcount
-
-        return await self._call(write)
-
-    async def backlog(self) -> list[Backlog]:
-        rows = await self._call(
-            lambda db: db.execute(
-                "SELECT destination, count(*), min(created_at) FROM deliveries"
-                " WHERE state = 'pending' GROUP BY destination"
-            ).fetchall()
-        )
-        return [Backlog(*row) for row in rows]
-
-    async def prune(self, now: float, retention: float) -> int:
-        def write(db: sqlite3.Connection) -> int:
-            with _transaction(db):
-                db.execute("DELETE FROM seen WHERE seen_at < ?", (now - DUPLICATE_WINDOW,))
-                return db.execute(
-                    "DELETE FROM events WHERE received_at < ? AND NOT EXISTS ("
-                    " SELECT 1 FROM deliveries AS d WHERE d.event_id = events.id"
-                    " AND d.state != 'sent')",
-                    (now - retention,),
-                ).rowcount
-
-        return await self._call(write)
-
-    async def _write(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
-        def write(db: sqlite3.Connection) -> None:
-            with _transaction(db):
-                db.executemany(statement, rows)
-
-        await self._call(write)
+def _execute(db: sqlite3.Connection, each: Step) -> Any:
+    rendered = each.statement.sqlite
+    cursor = db.execute(rendered.text, rendered.bind(each.params))
+    return cursor.fetchall() if each.statement.rows else cursor.rowcount
 
 
 @contextlib.contextmanager
-def _transaction(db: sqlite3.Connection) -> Any:
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
     except BaseException:
-        db.execute("ROLLBACK")
+        # SQLite may have rolled back already (SQLITE_FULL does): keep the error that did it.
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
 
 
-def _insert_batch(db: sqlite3.Connection, batch: list[Incoming]) -> list[Accepted]:
+def _migrate(db: sqlite3.Connection) -> None:
+    """Apply the migrations this file lacks. A file newer than this code (an upgrade was
+    rolled back) is used as it is: migrations only ever add."""
+    with _transaction(db):
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        for number, migration in enumerate(schema.MIGRATIONS[version:], start=version + 1):
+            for statement in schema.statements(migration.script(Dialect.SQLITE)):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")
+
+
+# --- ingest -------------------------------------------------------------------------------------
+
+# The next `count` ids of a table end at the returned id. Never below the table's largest id,
+# in case an older relay (which used max(id) + 1) wrote to the file since the counter was set.
+_ALLOCATE = """
+UPDATE id_counters SET last_id = max(last_id, (SELECT coalesce(max(id), 0) FROM {table})) + ?
+WHERE name = '{table}' RETURNING last_id
+"""
+
+# The marks of a batch (relay/store/batch.py); `{rows}`: their multi-row VALUES.
+_UPSERT_SEEN = (
+    "INSERT INTO seen (body_hash, event_id, seen_at) VALUES {rows}"  # noqa: S608 - placeholders only
+    + schema.UPSERT_SEEN_TAIL.format(window="?")
+)
+
+_ROWS_PER_INSERT = 500  # keeps a statement's parameters far below SQLite's 32766
+
+
+def _insert_batch(db: sqlite3.Connection, items: list[Incoming]) -> list[Accepted]:
     """Store a batch in one transaction; one Accepted per item, in order.
 
     A handful of statements per batch, not four per event: each statement is a round trip
     for the GIL between this thread and the event loop, which under load costs more than
-    the statement. A body twice in one batch is a duplicate of its first occurrence.
+    the statement.
     """
-    hashes = [incoming.body_hash for incoming in batch]
-    firsts: dict[bytes, int] = {}  # body hash -> index of its first item
-    for index, body_hash in enumerate(hashes):
-        firsts.setdefault(body_hash, index)
+    batch = Batch(items)
     with _transaction(db):
-        # This thread is the only writer, inside BEGIN IMMEDIATE: ids above the largest
-        # are free. A duplicate's candidate id is simply not used.
-        (last_id,) = db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
-        candidates = {body_hash: last_id + n for n, body_hash in enumerate(firsts, start=1)}
-        marks: list[Any] = []
-        for body_hash, index in firsts.items():
-            marks += (body_hash, candidates[body_hash], batch[index].received_at)
-        fresh = {
-            body_hash
-            for (body_hash,) in db.execute(
-                "INSERT INTO seen (body_hash, event_id, seen_at)"  # noqa: S608 - placeholders only
-                f" VALUES {_rows(len(firsts), 3)}"
-                " ON CONFLICT (body_hash) DO UPDATE SET event_id = excluded.event_id,"
-                " seen_at = excluded.seen_at WHERE seen.seen_at < excluded.seen_at - ?"
-                " RETURNING body_hash",
-                [*marks, DUPLICATE_WINDOW],
-            )
-        }
-        event_ids = {body_hash: candidates[body_hash] for body_hash in fresh}
-        if len(fresh) < len(firsts):
-            old = [body_hash for body_hash in firsts if body_hash not in fresh]
-            event_ids.update(
-                db.execute(
-                    "SELECT body_hash, event_id FROM seen"  # noqa: S608 - placeholders only
-                    f" WHERE body_hash IN ({','.join('?' * len(old))})",
-                    old,
-                ).fetchall()
-            )
-        events: list[Any] = []
-        deliveries: list[Any] = []
-        for body_hash, index in firsts.items():  # batch order: delivery ids keep it
-            if body_hash not in fresh:
-                continue
-            incoming, event_id, at = batch[index], candidates[body_hash], batch[index].received_at
-            events += (event_id, at, incoming.event_name, incoming.conversation, incoming.body)
-            for name in incoming.destinations:
-                deliveries += (event_id, name, incoming.conversation, at, at, at)
-        _insert_rows(db, "events (id, received_at, event_name, conversation, body)", 5, events)
+        marks = batch.marks(_allocate(db, "events", batch.distinct))
+        flat = [value for mark in marks for value in (mark.body_hash, mark.event_id, mark.seen_at)]
+        stands_for = dict(
+            db.execute(
+                _UPSERT_SEEN.format(rows=_rows(len(marks), 3)),
+                [*flat, DUPLICATE_WINDOW, DUPLICATE_WINDOW],
+            ).fetchall()
+        )
+        settled = batch.settle(marks, stands_for)
+        events = [
+            (event_id, item.received_at, item.event_name, item.conversation, item.body)
+            for event_id, item in settled.events
+        ]
+        _insert_rows(db, "events (id, received_at, event_name, conversation, body)", events)
+        deliveries = settled.deliveries
+        ids = _allocate(db, "deliveries", len(deliveries))
         _insert_rows(
             db,
-            "deliveries (event_id, destination, conversation, next_at, created_at, retry_from)",
-            6,
-            deliveries,
+            "deliveries (id, event_id, destination, conversation, next_at, created_at,"
+            " retry_from)",
+            [
+                (delivery_id, event_id, destination, conversation, at, at, at)
+                for delivery_id, (event_id, destination, conversation, at) in zip(
+                    ids, deliveries, strict=True
+                )
+            ],
         )
-    return [
-        Accepted(event_ids[h], duplicate=firsts[h] != index or h not in fresh)
-        for index, h in enumerate(hashes)
-    ]
+    return settled.answers
 
 
-_ROWS_PER_INSERT = 500  # keeps a statement's parameters far below SQLite's 32766
+def _allocate(db: sqlite3.Connection, table: str, count: int) -> range:
+    """`count` new ids of `table`, ascending, never used before."""
+    if count == 0:
+        return range(0)
+    (last,) = db.execute(_ALLOCATE.format(table=table), (count,)).fetchone()
+    return range(last - count + 1, last + 1)
 
 
 def _rows(count: int, width: int) -> str:
@@ -449,42 +282,9 @@ def _rows(count: int, width: int) -> str:
     return ", ".join([row] * count)
 
 
-def _insert_rows(db: sqlite3.Connection, into: str, width: int, values: list[Any]) -> None:
-    """INSERT flat `values` (`width` per row) with multi-row VALUES, in order."""
-    step = _ROWS_PER_INSERT * width
-    for start in range(0, len(values), step):
-        chunk = values[start : start + step]
-        db.execute(f"INSERT INTO {into} VALUES {_rows(len(chunk) // width, width)}", chunk)  # noqa: S608 - placeholders only
-
-
-def _claim(
-    db: sqlite3.Connection,
-    destination: str,
-    now: float,
-    limit: int,
-    lease_until: float,
-    owner: str,
-) -> list[Claimed]:
-    with _transaction(db):
-        rows = db.execute(
-            _CLAIM,
-            {
-                "destination": destination,
-                "now": now,
-                "limit": limit,
-                "lease_until": lease_until,
-                "owner": owner,
-            },
-        ).fetchall()
-        if not rows:
-            return []
-        event_ids = sorted({row[1] for row in rows})
-        bodies = dict(
-            db.execute(
-                f"SELECT id, body FROM events WHERE id IN ({','.join('?' * len(event_ids))})",  # noqa: S608 - placeholders only
-                event_ids,
-            ).fetchall()
-        )
-    return sorted(
-        (Claimed(*row, body=bodies[row[1]]) for row in rows), key=lambda claimed: claimed.id
-    )
+def _insert_rows(db: sqlite3.Connection, into: str, rows: list[tuple[Any, ...]]) -> None:
+    """INSERT `rows` with multi-row VALUES, in order."""
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        values = [value for row in chunk for value in row]
+        db.execute(f"INSERT INTO {into} VALUES {_rows(len(chunk), len(chunk[0]))}", values)  # noqa: S608 - placeholders only

@@ -1,0 +1,146 @@
+"""The Store methods that are the same on every engine, written once.
+
+Claims, outcomes, threads, dead letters, backlog, pruning and the write probe are the same
+statements on SQLite and PostgreSQL (relay/store/schema.py). An engine provides two
+primitives, `_read` and `_write`, and what truly differs: connecting, locking, ingest
+(relay/store/sqlite.py, relay/store/postgres.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from relay.errors import StoreUnavailable
+from relay.store import schema
+from relay.store.base import DUPLICATE_WINDOW, Backlog, Claimed, DeadLetter
+from relay.store.sql import Statement, Step, step
+
+PROBE_BYTES = 8192  # about a large event: more than a page, so it needs pages of its own
+PROBE_TIMEOUT = 2.0  # slower than this, a readiness probe had better say "not ready"
+
+
+class SharedStore(ABC):
+    @abstractmethod
+    async def _read(self, statement: Statement, **params: Any) -> list[Sequence[Any]]:
+        """The rows of one query (no transaction of its own needed)."""
+
+    @abstractmethod
+    async def _write(self, *steps: Step) -> list[Any]:
+        """Run `steps` in one transaction: per step, its rows if it returns rows, else how
+        many rows it changed. Any failure rolls it all back and raises StoreUnavailable."""
+
+    @abstractmethod
+    def _describe(self) -> str:
+        """Which store this is, for messages: a path, or a server (never a password)."""
+
+    # --- ingest -------------------------------------------------------------------------------
+
+    async def check_writable(self) -> None:
+        """Write an event-sized row and delete it again, in one committed transaction."""
+        probe = (
+            step(schema.PROBE_WRITE, filler=os.urandom(PROBE_BYTES)),  # random: no compression
+            step(schema.PROBE_CLEAR),
+        )
+        try:
+            await asyncio.wait_for(self._write(*probe), PROBE_TIMEOUT)
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"{self._describe()}: a test write took longer than {PROBE_TIMEOUT:g} s"
+                " (is the disk or the database overloaded?)"
+            ) from None
+
+    # --- lanes --------------------------------------------------------------------------------
+
+    async def claim(
+        self, destination: str, now: float, limit: int, lease: float, owner: str
+    ) -> list[Claimed]:
+        (rows,) = await self._write(
+            step(
+                schema.CLAIM,
+                destination=destination,
+                now=now,
+                limit=limit,
+                lease_until=now + lease,
+                owner=owner,
+            )
+        )
+        return sorted((Claimed(*row) for row in rows), key=lambda claimed: claimed.id)
+
+    async def release(self, ids: Sequence[int]) -> None:
+        if ids:
+            await self._write(step(schema.RELEASE, ids=list(ids)))
+
+    async def save_progress(self, delivery_id: int, progress: int) -> None:
+        await self._write(step(schema.SAVE_PROGRESS, id=delivery_id, progress=progress))
+
+    async def mark_sent(self, delivery_id: int, now: float) -> None:
+        await self._write(step(schema.MARK_SENT, id=delivery_id, now=now))
+
+    async def retry_later(self, delivery_id: int, next_at: float, reason: str, detail: str) -> None:
+        await self._write(
+            step(schema.RETRY_LATER, id=delivery_id, next_at=next_at, reason=reason, detail=detail)
+        )
+
+    async def bury(self, delivery_id: int, now: float, reason: str, detail: str) -> None:
+        await self._write(
+            step(schema.BURY, id=delivery_id, now=now, reason=reason, detail=detail)
+        )
+
+    async def next_due(self, destination: str, owner: str) -> float | None:
+        ((due,),) = await self._read(schema.NEXT_DUE, destination=destination, owner=owner)
+        return float(due) if due is not None else None
+
+    async def thread_parent(self, destination: str, conversation: str) -> str | None:
+        rows = await self._read(
+            schema.THREAD_PARENT, destination=destination, conversation=conversation
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def set_thread_parent(self, destination: str, conversation: str, ref: str) -> str:
+        where = {"destination": destination, "conversation": conversation}
+        _, ((parent,),) = await self._write(
+            step(schema.ADD_THREAD_PARENT, parent=ref, **where),
+            step(schema.THREAD_PARENT, **where),
+        )
+        return str(parent)
+
+    # --- operators ----------------------------------------------------------------------------
+
+    async def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
+        return [DeadLetter(*row) for row in await self._read(schema.DEAD_LETTERS, limit=limit)]
+
+    async def dead_count(self) -> int:
+        ((count,),) = await self._read(schema.DEAD_COUNT)
+        return int(count)
+
+    async def revive(self, ids: Sequence[int] | None, now: float) -> int:
+        if ids is None:
+            (count,) = await self._write(step(schema.REVIVE_ALL, now=now))
+        else:
+            (count,) = await self._write(step(schema.REVIVE, now=now, ids=list(ids)))
+        return int(count)
+
+    async def bury_destination(self, destination: str, now: float, reason: str) -> int:
+        (count,) = await self._write(
+            step(schema.BURY_DESTINATION, destination=destination, now=now, reason=reason)
+        )
+        return int(count)
+
+    async def backlog(self) -> list[Backlog]:
+        return [Backlog(*row) for row in await self._read(schema.BACKLOG)]
+
+    async def prune(self, now: float, retention: float) -> int:
+        _, deleted, *_ = await self._write(*self._prune_steps(now, retention))
+        return int(deleted)
+
+    def _prune_steps(self, now: float, retention: float) -> list[Step]:
+        """Expired duplicate marks, then delivered events past retention (the second step's
+        count is prune()'s answer); an engine may add its own upkeep."""
+        return [
+            step(schema.PRUNE_SEEN, before=now - DUPLICATE_WINDOW),
+            step(schema.PRUNE_EVENTS, before=now - retention),
+        ]
