@@ -151,27 +151,21 @@ def orjson_parse() -> None:
 
 @patch
 def lean_answer() -> None:
-    """relay/ingest/server.py _answer(): the metric's child looked up once per (event,
-    result) instead of through labels() each time, and the body serialised straight to
-    bytes (no json_response: text, then encode)."""
+    """relay/ingest/server.py Ingest._answer(): the body serialised straight to bytes (no
+    json_response: text, then encode)."""
     from aiohttp import web
 
-    from relay import metrics
-    from relay.ingest import server
+    from relay.ingest.server import Ingest
 
-    children: dict[tuple[str, str], Any] = {}
-
-    def _answer(code: int, result: str, event: str | None = None, **body: Any) -> web.Response:
-        key = (metrics.event_label(event), result)
-        child = children.get(key)
-        if child is None:
-            child = children[key] = metrics.events_received.labels(*key)
-        child.inc()
+    def _answer(
+        self: Any, code: int, result: str, event: str | None = None, **body: Any
+    ) -> web.Response:
+        self.metrics.received(event, result)
         return web.Response(
             body=json.dumps(body).encode(), status=code, content_type="application/json"
         )
 
-    server._answer = _answer
+    Ingest._answer = _answer  # type: ignore[method-assign]
 
 
 @patch
@@ -199,8 +193,8 @@ def no_fsync() -> None:
 
     init = SQLiteStore.__init__
 
-    def __init__(self: Any, path: Any, *, synchronous: str = "FULL") -> None:
-        init(self, path, synchronous="OFF")
+    def __init__(self: Any, path: Any, *, synchronous: str = "FULL", **options: Any) -> None:
+        init(self, path, synchronous="OFF", **options)
 
     SQLiteStore.__init__ = __init__  # type: ignore[method-assign]
 
