@@ -297,6 +297,50 @@ async def test_a_slow_reload_cannot_overwrite_a_newer_one(
     assert set(running.relay.lanes) == {"a", "b"}
 
 
+
+async def test_editing_a_template_file_and_reloading_applies_the_new_template(
+    start: Any, tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    template = tmp_path / "body.j2"
+    template.write_text("old layout: {{ content }}")
+    text = config_text(tmp_path, slack(fake_slack).replace("}\n", ", template_file: body.j2}\n"))
+    running = await start(text)
+    assert await running.post(event("t", 1)) == 200
+    await until(lambda: len(fake_slack.messages) == 1)
+    template.write_text("new layout: {{ content }}")  # the config file itself is unchanged
+    assert await running.relay.reload()
+    assert await running.post(event("t", 2)) == 200
+    await until(lambda: len(fake_slack.messages) == 2)
+    first, second = (post.text for post in fake_slack.messages)
+    assert "old layout: t-1" in first and "new layout: t-2" in second
+
+
+async def test_a_reload_that_cannot_build_a_destination_stops_no_lane(
+    start: Any, tmp_path: Path, fake_slack: FakeSlack, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    running = await start(config_text(tmp_path, "  a: {type: console}\n" + slack(fake_slack, "b"),
+                                      "  - to: [a, b]\n"))
+    lanes = dict(running.relay.lanes)
+    from relay import service
+
+    real_build = service.build_courier
+
+    def build(name: str, destination: Any, context: Any) -> Any:
+        if name == "c":  # e.g. its template file was removed after the file was checked
+            raise FileNotFoundError(2, "No such file or directory", "gone.j2")
+        return real_build(name, destination, context)
+
+    monkeypatch.setattr(service, "build_courier", build)
+    (tmp_path / "relay.yaml").write_text(config_text(
+        tmp_path, "  a: {type: console}\n" + slack(fake_slack, "b", channel="C0OTHER")
+        + "  c: {type: console}\n", "  - to: [a, b, c]\n"))
+    assert not await running.relay.reload()
+    assert "destinations.c: template" in caplog.text and "gone.j2" in caplog.text
+    assert running.relay.lanes == lanes  # b (changed) was not stopped: nothing was swapped
+    assert all(lane.running for lane in lanes.values())
+    assert set(running.relay.config.destinations) == {"a", "b"}
+
 # --- logs --------------------------------------------------------------------------------------
 
 
