@@ -1,4 +1,4 @@
-"""`relay telegram-chats` (relay/telegram_chats.py) against the fake Bot API: chats from
+"""`relay telegram-chats` (relay/integrations/telegram/chats.py) against the fake Bot API: chats from
 every kind of update, deduplicated; guidance when there are none or a webhook hides them;
 never the token."""
 

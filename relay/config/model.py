@@ -1,4 +1,4 @@
-"""The config model: relay.yaml as frozen, typed objects (PRODUCT.md section 3).
+"""The config model: relay.yaml as frozen, typed objects (README: "The config file").
 
 pydantic validates every key and type at once and gives the JSON Schema that editors use
 (config/relay.schema.json, generated from these classes). Checks that span several parts
