@@ -1,4 +1,6 @@
-"""The `relay` command (README: "Command line"). Exit codes: 0 ok, 1 invalid config or input, 2 usage.
+"""The `relay` command (README: "Command line").
+
+Exit codes: 0 ok, 1 invalid config or input, 2 usage.
 
 Every foreseeable failure ends in one clear line (or one line per config error) on stderr,
 never a traceback.

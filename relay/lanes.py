@@ -176,18 +176,17 @@ class Lane:
                 continue
             try:
                 rows = await self._claim()
-            except StoreUnavailable as error:
+                if rows is None:  # another instance delivers for this destination now
+                    await self._idle(self.settings.poll)
+                elif not rows:
+                    await self._idle(await self._until_due())
+                else:
+                    await self._deliver_all(rows)
+            except StoreUnavailable as error:  # an outage, not a bug: wait and look again
                 log.error(
                     "store unavailable: %s", error, extra=fields(destination=self.destination)
                 )
                 await self._idle(self.settings.poll * 5)
-                continue
-            if rows is None:  # another instance delivers for this destination now
-                await self._idle(self.settings.poll)
-            elif not rows:
-                await self._idle(await self._until_due())
-            else:
-                await self._deliver_all(rows)
 
     async def _claim(self) -> list[Claimed] | None:
         """Due rows, or None when this instance does not hold the destination's lane."""

@@ -258,6 +258,8 @@ class Relay:
                     log.info("pruned %d delivered events", deleted)
             except StoreUnavailable as error:
                 log.error("prune failed: %s", error)
+            except Exception:  # a bug must not end upkeep for the life of the process
+                log.exception("prune failed")
             await asyncio.sleep(PRUNE_EVERY)
 
     async def _writable(self) -> str | None:
