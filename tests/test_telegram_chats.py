@@ -1,6 +1,6 @@
-"""`relay telegram-chats` (relay/integrations/telegram/chats.py) against the fake Bot API: chats from
-every kind of update, deduplicated; guidance when there are none or a webhook hides them;
-never the token."""
+"""`relay telegram-chats` (relay/integrations/telegram/chats.py) against the fake Bot API:
+chats from every kind of update, deduplicated; guidance when there are none or a webhook
+hides them; never the token."""
 
 from __future__ import annotations
 
