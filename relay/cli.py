@@ -97,20 +97,24 @@ def _curl_hint(curl: str | None) -> str:
 
 
 def _safe_storage(url: str) -> str:
-    from urllib.parse import urlsplit
+    # The same reading of the password as Config.secrets(), however the URL is written.
+    from relay.config.storage import safe_storage_url
 
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    return url
+    return safe_storage_url(url)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from relay.routing import regexes
+
     config = _load(args)
     enabled = sum(1 for d in config.destinations.values() if d.enabled)
+    count = sum(
+        1 for route in config.routes for matcher in route.when.values() for _ in regexes(matcher)
+    )
     print(
         f"{args.config}: OK ({len(config.destinations)} destinations, {enabled} enabled; "
-        f"{len(config.routes)} routes)"
+        f"{len(config.routes)} routes, {count} {'regex' if count == 1 else 'regexes'})\n"
+        'regexes match in linear time (RE2; the syntax is in README.md, "Routing")'
     )
     return EXIT_OK
 

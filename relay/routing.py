@@ -6,9 +6,10 @@ into the event) matches its matcher:
 
   scalar            equality (true/false never equal 1/0; 1 equals 1.0)
   [a, b]            any of the scalars
-  {regex: R}        re.search on the value's text (strings as they are, numbers and
+  {regex: R}        R is found in the value's text (strings as they are, numbers and
                     booleans as JSON writes them, objects and arrays as compact JSON;
-                    a null has no text and never matches)
+                    a null has no text and never matches), by RE2 in time linear in the
+                    text (relay/config/regex.py: the syntax, and why)
   {not: M}          the path exists and M does not match
   {exists: bool}    whether the path is present (a present null exists)
 
@@ -18,11 +19,11 @@ A path that is absent matches only {exists: false}.
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from relay.config.regex import RegexError, compile_regex
 from relay.events import get_path
 
 Scalar = str | int | float | bool | None
@@ -41,7 +42,19 @@ class AnyOf:
 
 @dataclass(frozen=True)
 class Regex:
-    pattern: re.Pattern[str]
+    """A pattern as written, and its RE2 regexp (equal when the patterns are)."""
+
+    source: str
+    compiled: Any = field(compare=False, repr=False)
+
+    @classmethod
+    def compile(cls, source: str) -> Regex:
+        return cls(source, compile_regex(source))
+
+    def search(self, text: str) -> bool:
+        # UTF-8 bytes, so that google-re2 need not map byte offsets back to characters; a
+        # lone surrogate (JSON allows "\ud800") passes through as bytes nothing else matches.
+        return self.compiled.search(text.encode("utf-8", "surrogatepass")) is not None
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,15 @@ class Exists:
 
 
 Matcher = Equals | AnyOf | Regex | Not | Exists
+
+
+class MatcherError(ValueError):
+    """A matcher that cannot be built. `at` is where inside it the problem is (`("not",
+    "regex")`), so that the config error names `routes[i].when.<path>.not.regex`."""
+
+    def __init__(self, message: str, at: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.at = at
 
 
 def parse_matcher(value: Any) -> Matcher:
@@ -77,16 +99,20 @@ def parse_matcher(value: Any) -> Matcher:
         ((kind, argument),) = value.items()
         if kind == "regex":
             if not isinstance(argument, str):
-                raise ValueError("regex takes a string")
+                raise MatcherError("regex takes a string", ("regex",))
             try:
-                return Regex(re.compile(argument))
-            except re.error as error:
-                raise ValueError(f"invalid regex {argument!r}: {error}") from None
+                return Regex.compile(argument)
+            except RegexError as error:
+                raise MatcherError(str(error), ("regex",)) from None
         if kind == "not":
             try:
                 return Not(parse_matcher(argument))
+            except MatcherError as error:
+                if error.at:
+                    raise MatcherError(str(error), ("not", *error.at)) from None
+                raise MatcherError(f"in not: {error}") from None
             except ValueError as error:
-                raise ValueError(f"in not: {error}") from None
+                raise MatcherError(f"in not: {error}") from None
         if kind == "exists":
             if not isinstance(argument, bool):
                 raise ValueError("exists takes true or false")
@@ -107,7 +133,7 @@ def matches(matcher: Matcher, found: bool, value: Any) -> bool:
         return any(_equal(candidate, value) for candidate in matcher.values)
     if isinstance(matcher, Regex):
         text = _text(value)
-        return text is not None and matcher.pattern.search(text) is not None
+        return text is not None and matcher.search(text)
     return not matches(matcher.inner, found, value)
 
 
@@ -126,6 +152,14 @@ def _text(value: Any) -> str | None:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def regexes(matcher: Matcher) -> Iterator[Regex]:
+    """The regexes in a matcher (a `not` may hold one)."""
+    if isinstance(matcher, Regex):
+        yield matcher
+    elif isinstance(matcher, Not):
+        yield from regexes(matcher.inner)
 
 
 class RouteLike(Protocol):

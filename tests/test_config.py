@@ -64,8 +64,8 @@ def test_unset_variable_is_one_clear_error_with_its_line() -> None:
 
 
 def test_broken_reference_is_an_error() -> None:
-    (line,) = errors('oneroute:\n  secrets: ["${ONE ROUTE}-long-secret"]\n')
-    assert "relay.yaml:2: oneroute.secrets[0]: cannot read '${ONE ROUTE}'" in line
+    (line,) = errors(f'{MINIMAL}server:\n  host: "${{ONE ROUTE}}-host"\n')
+    assert "relay.yaml:5: server.host: cannot read '${ONE ROUTE}'" in line
 
 
 def test_every_error_is_reported_at_once_in_line_order() -> None:
@@ -119,8 +119,8 @@ def test_every_error_is_reported_at_once_in_line_order() -> None:
         "incoming webhooks cannot thread",
         'relay.yaml:20: destinations["bad name"]: destination name \'bad name\' may use only '
         "letters, digits, '_', '-' and '.'",
-        'relay.yaml:25: routes[0].when["message.content"]: invalid regex \'(\': missing ), '
-        "unterminated subpattern at position 0",
+        'relay.yaml:25: routes[0].when["message.content"].regex: invalid regex \'(\': '
+        "missing ) in '('",
         "relay.yaml:26: routes[0].when.event: unknown matcher 'nott': use regex, not or exists",
         'relay.yaml:27: routes[0].when["message.sender.authUser"]: exists takes true or false',
         "relay.yaml:28: routes[0].to[0]: unknown destination 'suport-slack' "
@@ -321,3 +321,115 @@ def test_example_config_with_only_the_telegram_token_stays_valid_for_telegram_ch
     config = load_config(ROOT / "relay.yaml.example", environ={"TELEGRAM_BOT_TOKEN": "1:abcdefgh"})
     telegram = config.destinations["support-telegram"]
     assert telegram.enabled is False and telegram.token is not None
+
+
+# --- interpolation: nested references, as in docker compose -----------------------------------
+
+
+def host(value: str, env: dict[str, str]) -> str:
+    text = f'{MINIMAL}server:\n  host: "{value}"\n'
+    return parse_config(text, environ=env).server.host
+
+
+@pytest.mark.parametrize(
+    ("value", "env", "expected"),
+    [
+        ("${A:-${B}}", {"B": "b"}, "b"),
+        ("${A:-${B}}", {"A": "a"}, "a"),  # B is unset, but its default is not needed
+        ("${A:-${B:-${C}}}", {"C": "c"}, "c"),
+        ("${A:-${B:-${C:-deep}}}-x", {}, "deep-x"),
+        ("${A:+${B}}", {"A": "1", "B": "b"}, "b"),
+        ("${A:+${B}}", {}, ""),
+        ("${A:+[${B:-none}]}", {"A": "1"}, "[none]"),
+        ("x${A:-}y", {}, "xy"),
+        ("${A-default}", {"A": ""}, ""),  # without the colon: only when unset
+        ("${A-default}", {}, "default"),
+        ("${A+word}", {"A": ""}, "word"),
+        ("${A+word}", {}, ""),
+        ("${A:?say why}", {"A": "set"}, "set"),
+        ("$${A}", {"A": "a"}, "${A}"),
+        ("${A:-$${B}}", {}, "${B}"),
+        ("${A:-$$}", {}, "$"),
+        ("price $5, {braces} and } alone", {}, "price $5, {braces} and } alone"),
+        ("${A:-x y}", {}, "x y"),
+        ("${A:-a}}", {}, "a}"),  # a brace after the reference is text, as in compose
+    ],
+)
+def test_nested_interpolation(value: str, env: dict[str, str], expected: str) -> None:
+    assert host(value, env) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment", "problem"),
+    [
+        ("${", "${", "it is not closed with }"),
+        ("x ${A", "${A", "it is not closed with }"),
+        ("${1A}", "${1A}", "a variable name is letters, digits and _"),
+        ("${}", "${}", "the variable name is missing"),
+        ("${A B}", "${A B}", "after the name comes }, :-default"),
+        ("${A:x}", "${A:x}", "after the name comes }, :-default"),
+        ("${A:-${B}", "${A:-${B}", "it is not closed with }"),
+        ("${A:-${1B}}", "${1B}", "a variable name is letters"),
+        ("${A:+${B:-x}", "${A:+${B:-x}", "it is not closed with }"),
+    ],
+)
+def test_malformed_references_are_errors_naming_them(
+    value: str, fragment: str, problem: str
+) -> None:
+    (line,) = errors(f'{MINIMAL}server:\n  host: "{value}"\n', {"A": "a", "B": "b"})
+    assert line.startswith(f"relay.yaml:5: server.host: cannot read '{fragment}': {problem}")
+    assert line.endswith("write ${NAME}, ${NAME:-default}, ${NAME:+word} or ${NAME:?message}, "
+                         "or $$ for a literal $")
+
+
+def test_required_variables_say_their_message() -> None:
+    text = f'{MINIMAL}server:\n  host: "${{HOST:?set HOST to the address to listen on}}"\n'
+    assert errors(text) == [
+        "relay.yaml:5: server.host: environment variable HOST is not set: "
+        "set HOST to the address to listen on"
+    ]
+    assert errors(text, {"HOST": ""}) == [
+        "relay.yaml:5: server.host: environment variable HOST is empty: "
+        "set HOST to the address to listen on"
+    ]
+    assert errors(f'{MINIMAL}server:\n  host: "${{A:-${{B}}}}"\n') == [
+        "relay.yaml:5: server.host: environment variable B is not set "
+        "(set it, or write ${B:-default} to give a default)"
+    ]
+
+
+# --- numbers: finite and in range -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (".nan", "a duration must be a number of seconds, not NaN"),
+        (".inf", "a duration must be at most 100 years (36500d)"),
+        ("-.inf", "a duration must be positive"),
+        ("1.0e+999", "a duration must be at most 100 years (36500d)"),
+        ("1" + "0" * 400, "a duration must be at most 100 years (36500d)"),  # no float holds it
+        ("36501d", "a duration must be at most 100 years (36500d)"),
+        ("3153600001", "a duration must be at most 100 years (36500d)"),
+        ("1e999", "'1e999' is not a duration: write e.g. 30s, 10m, 24h or 7d"),
+        ("0s", "a duration must be positive"),
+        ("true", "expected a duration like 30s, 10m, 24h or 7d"),
+    ],
+)
+def test_durations_are_finite_positive_and_at_most_100_years(value: str, message: str) -> None:
+    for key in ("retention: {}", "delivery: {{timeout: {}}}", "delivery: {{give_up_after: {}}}"):
+        (line,) = errors(f"{MINIMAL}{key.format(value)}\n")
+        assert line.startswith("relay.yaml:4: ") and f": {message}" in line
+
+
+def test_the_longest_duration_is_accepted() -> None:
+    assert parse_config(f"{MINIMAL}retention: 36500d\n", environ={}).retention == 36500 * 86400
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "1.0e+999", "true", "nan", "'inf'"])
+def test_max_per_second_is_a_finite_number(value: str) -> None:
+    text = f"{MINIMAL}destinations:\n  out: {{type: console, max_per_second: {value}}}\n"
+    assert errors(text) == [
+        "relay.yaml:5: destinations.out.max_per_second: expected a finite number above 0 "
+        "(e.g. 1 or 0.5)"
+    ]

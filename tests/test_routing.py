@@ -77,7 +77,8 @@ def test_matcher_table(matcher: Any, value: Any, expected: bool) -> None:
         ({"regexp": "x"}, "unknown matcher 'regexp'"),
         ({"regex": "a", "not": "b"}, "exactly one key"),
         ([{"a": 1}], "plain values"),
-        ({"not": {"regex": "["}}, "in not: invalid regex"),
+        ({"not": {"regex": "["}}, "invalid regex '[': missing ]"),
+        ({"not": {"exists": 1}}, "in not: exists takes true or false"),
     ],
 )
 def test_invalid_matchers_say_why(matcher: Any, message: str) -> None:

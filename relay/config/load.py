@@ -1,7 +1,10 @@
 """Load relay.yaml: read, interpolate, validate, cross-check; every error at once.
 
 Each error reads `FILE:LINE: key.path: message`, with a did-you-mean for misspelt names,
-so `relay check` can be fixed in one pass.
+so `relay check` can be fixed in one pass. No error shows a secret (`relay check` prints
+them, and a refused reload logs them before the new secrets are known to relay/redact.py):
+the values at secret paths (`is_secret_path`) are never quoted, and as a last guard every
+message is scrubbed of the secret values in the file.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from collections.abc import Mapping
 from pathlib import Path as FilePath
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from relay.config.model import Config
 from relay.config.source import Issue, Path, Source, YAMLSyntaxError, parse
+from relay.config.storage import storage_passwords
+from relay.config.types import SecretField
 from relay.errors import ConfigError
+from relay.routing import MatcherError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -47,7 +53,7 @@ def parse_config(
     text: str, name: str = "relay.yaml", environ: Mapping[str, str] | None = None
 ) -> Config:
     try:
-        source = parse(text, environ)
+        source = parse(text, environ, secret_prefix)
     except YAMLSyntaxError as error:
         raise ConfigError(name, (Issue((), str(error), error.line),)) from None
     if not isinstance(source.data, dict):
@@ -73,7 +79,7 @@ def parse_config(
     issues.extend(_cross_check(source))
     issues.extend(_check_templates(source, FilePath(name).parent))
     if issues:
-        raise ConfigError(name, tuple(issues))
+        raise ConfigError(name, _scrub(issues, source))
     assert config is not None
     return config
 
@@ -109,6 +115,9 @@ def _validation_issues(error: ValidationError, source: Source) -> list[Issue]:
         path = _data_path(loc, source.data)
         if detail["type"] == "union_tag_invalid":
             path = (*path, "type")
+        cause = (detail.get("ctx") or {}).get("error")
+        if isinstance(cause, MatcherError):  # routes[i].when.<path>.regex: where it is wrong
+            path = (*path, *cause.at)
         issues.append(Issue(path, _message(detail, loc), _line(path, source)))
     return issues
 
@@ -195,6 +204,99 @@ def _unwrap(annotation: Any) -> Any:
     while typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
     return annotation
+
+
+# --- secrets -------------------------------------------------------------------------------
+
+
+def is_secret_path(path: Path) -> bool:
+    """Whether the value at a key path is, or is inside, a secret: a SecretStr field
+    (`oneroute.secrets[0]`, `destinations.x.token`) or one marked SECRET (`storage`).
+    Read from the model, so a secret field added there is covered here."""
+    return secret_prefix(path) is not None
+
+
+def secret_prefix(path: Path) -> Path | None:
+    """The part of `path` that names a secret value, or None when the path is in none.
+
+    A path may go on inside a secret written wrongly (`token: {xoxb-...: x}` holds a
+    mapping whose key is the token); an error then names the secret's own path."""
+    end = _secret_end(Config, path, 0)
+    return None if end is None else path[:end]
+
+
+def _secret_end(annotation: Any, path: Path, depth: int) -> int | None:
+    annotation, marked = _unwrap_marked(annotation)
+    if marked or annotation is SecretStr:
+        return depth
+    holds = _holds_secret(annotation)
+    if depth == len(path):
+        return depth if holds else None
+    part = path[depth]
+    origin = typing.get_origin(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        for name, field in annotation.model_fields.items():
+            if part in (name, field.alias):
+                if any(isinstance(m, SecretField) for m in field.metadata):
+                    return depth + 1
+                return _secret_end(field.annotation, path, depth + 1)
+        return None
+    if origin is dict:
+        return _secret_end(typing.get_args(annotation)[1], path, depth + 1)
+    if origin is list and isinstance(part, int):
+        return _secret_end(typing.get_args(annotation)[0], path, depth + 1)
+    if origin in (typing.Union, types.UnionType):  # a destination: any of its types
+        ends = [_secret_end(member, path, depth) for member in typing.get_args(annotation)]
+        return min((end for end in ends if end is not None), default=None)
+    return depth if holds else None  # `secrets: {...}`: a mapping where a list belongs
+
+
+def _unwrap_marked(annotation: Any) -> tuple[Any, bool]:
+    marked = False
+    while typing.get_origin(annotation) is typing.Annotated:
+        marked = marked or any(isinstance(m, SecretField) for m in annotation.__metadata__)
+        annotation = typing.get_args(annotation)[0]
+    return annotation, marked
+
+
+def _holds_secret(annotation: Any) -> bool:
+    """A SecretStr, or a list, mapping or union of them (`secrets: [...]` as a whole)."""
+    annotation, marked = _unwrap_marked(annotation)
+    if marked or annotation is SecretStr:
+        return True
+    if typing.get_origin(annotation) in (list, dict, typing.Union, types.UnionType):
+        return any(_holds_secret(argument) for argument in typing.get_args(annotation))
+    return False
+
+
+def _scrub(issues: list[Issue], source: Source) -> tuple[Issue, ...]:
+    """The issues, with any secret in the file masked (the last guard, should a message,
+    pydantic's or a validator's, ever quote one), and no path going inside a secret."""
+    secrets = sorted(_secret_values(source.data, ()), key=len, reverse=True)
+    scrubbed = []
+    for issue in issues:
+        message = issue.message
+        for secret in secrets:
+            message = message.replace(secret, "[REDACTED]")
+        scrubbed.append(Issue(secret_prefix(issue.path) or issue.path, message, issue.line))
+    return tuple(scrubbed)
+
+
+def _secret_values(data: Any, path: Path) -> set[str]:
+    """The secrets in the file's data: each secret value, a URL's path, a storage password."""
+    if isinstance(data, dict):
+        return set().union(*(_secret_values(v, (*path, k)) for k, v in data.items()))
+    if isinstance(data, list):
+        return set().union(*(_secret_values(v, (*path, i)) for i, v in enumerate(data)))
+    if not isinstance(data, str) or not is_secret_path(path):
+        return set()
+    found = {data, *storage_passwords(data)}
+    if data.startswith(("https://", "http://")):  # a webhook URL's path is its secret
+        found.add("/" + data.split("://", 1)[1].partition("/")[2])
+    return {secret for secret in found if len(secret) >= _MIN_SCRUBBED}
+
+
+_MIN_SCRUBBED = 6  # as relay/redact.py: shorter strings would mask ordinary words
 
 
 # --- checks across the file -------------------------------------------------------------------

@@ -10,12 +10,12 @@ model lives with its integration (relay/integrations/*/config.py).
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, PlainValidator, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, WithJsonSchema
 
 from relay.config.durations import Duration
-from relay.config.types import IPNetwork, Secret, Strict
+from relay.config.storage import PATTERN, check_storage_url, storage_passwords
+from relay.config.types import SECRET, IPNetwork, Secret, Strict
 from relay.integrations.console.config import ConsoleDestination
 from relay.integrations.slack.config import SlackDestination
 from relay.integrations.telegram.config import TelegramDestination
@@ -81,6 +81,10 @@ class OneRoute(Strict):
     )
 
 
+StorageURL = Annotated[str, SECRET, AfterValidator(check_storage_url)]
+"""sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB; it may hold a password."""
+
+
 Destination = Annotated[
     SlackDestination | TelegramDestination | ConsoleDestination, Field(discriminator="type")
 ]
@@ -110,7 +114,7 @@ class Delivery(Strict):
 class Config(Strict):
     server: Server = Server()
     oneroute: OneRoute
-    storage: str = Field(DEFAULT_STORAGE, pattern=r"^(sqlite:///|postgres(ql)?://)")
+    storage: StorageURL = Field(DEFAULT_STORAGE, json_schema_extra={"pattern": PATTERN})
     destinations: dict[str, Destination] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
     delivery: Delivery = Delivery()
@@ -123,7 +127,4 @@ class Config(Strict):
         found = [secret.get_secret_value() for secret in self.oneroute.secrets]
         for destination in self.destinations.values():
             found += destination.secrets()
-        password = urlsplit(self.storage).password  # postgresql://user:PASSWORD@host/db
-        if password:
-            found.append(password)
-        return found
+        return found + storage_passwords(self.storage)  # postgresql://user:PASSWORD@host/db

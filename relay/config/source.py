@@ -6,28 +6,34 @@ is recorded under its key path (for `FILE:LINE: key.path: message` errors), dupl
 keys are errors, and environment variables are substituted in scalar values — in plain
 (unquoted) scalars before YAML decides the type, so `port: ${PORT:-8080}` is a number.
 
-Interpolation, as in docker compose:
+Interpolation, as in docker compose (relay/config/interpolate.py):
   ${VAR}          the variable; an error when it is unset
-  ${VAR:-default} the default when VAR is unset or empty
-  ${VAR:+word}    word when VAR is set and non-empty, else empty
+  ${VAR:-default} the default when VAR is unset or empty (${VAR-default}: when unset)
+  ${VAR:+word}    word when VAR is set and non-empty, else empty (${VAR+word}: when set)
+  ${VAR:?message} an error saying message when VAR is unset or empty (${VAR?message})
   $$              a literal $
+Defaults, words and messages may hold references themselves: ${A:-${B:-x}}.
+
+Nothing here quotes the value of a secret (`secret(path)`, from relay/config/load.py) in
+an error: a refused reload is logged, and YAML's own messages quote what they stumble on.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from relay.config.interpolate import InterpolationError, interpolate
 from relay.errors import ConfigIssue as Issue
 from relay.errors import KeyPath as Path
 
-_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\+)([^}]*))?\}")
-_BROKEN_REFERENCE = re.compile(r"\$\{(?![A-Za-z_][A-Za-z0-9_]*(?::[-+][^}]*)?\})[^}]*\}?")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_SHOWN_QUOTE = 7  # YAML's messages may quote this much of the text (a character, a token)
 
 
 @dataclass
@@ -54,31 +60,65 @@ class YAMLSyntaxError(ValueError):
         self.line = line
 
 
-def parse(text: str, environ: Mapping[str, str] | None = None) -> Source:
-    """Compose YAML text into a Source. Raises YAMLSyntaxError for text that is not YAML."""
+def parse(
+    text: str,
+    environ: Mapping[str, str] | None = None,
+    secret: Callable[[Path], Path | None] = lambda path: None,
+) -> Source:
+    """Compose YAML text into a Source. Raises YAMLSyntaxError for text that is not YAML.
+
+    `secret(path)` is the part of a key path that names a secret, or None: no error quotes a
+    secret's value, nor names a key inside one (`token: {xoxb-...: x}`)."""
     env = os.environ if environ is None else environ
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        problem = error.problem or error.context or "invalid YAML"
+        problem = _yaml_problem(error.problem or error.context or "invalid YAML")
         raise YAMLSyntaxError(f"invalid YAML: {problem}", mark.line + 1 if mark else None) from None
     except yaml.YAMLError as error:
-        raise YAMLSyntaxError(f"invalid YAML: {error}", None) from None
+        problem = _yaml_problem(str(error).splitlines()[0])
+        raise YAMLSyntaxError(f"invalid YAML: {problem}", None) from None
     finally:
         loader.dispose()
     source = Source(data=None)
     if node is not None:
-        source.data = _Builder(loader, env, source).build(node, ())
+        source.data = _Builder(loader, env, source, secret).build(node, ())
     return source
 
 
+def _yaml_problem(problem: str) -> str:
+    """PyYAML's words for a problem, without the text it quotes, which may be a secret
+    (an unquoted value starting with * or ! is read as an alias or a tag)."""
+    if problem.startswith("found undefined alias"):
+        return (
+            "a value starting with * refers to an anchor (&name) that is not defined; "
+            "quote the value if it is text"
+        )
+    return _QUOTED.sub(
+        lambda quoted: (
+            quoted.group()
+            if len(quoted.group()) - 2 <= _SHOWN_QUOTE
+            or re.fullmatch(r".<[\w ]+>.", quoted.group())
+            else "'…'"
+        ),
+        problem,
+    )
+
+
 class _Builder:
-    def __init__(self, loader: yaml.SafeLoader, env: Mapping[str, str], source: Source) -> None:
+    def __init__(
+        self,
+        loader: yaml.SafeLoader,
+        env: Mapping[str, str],
+        source: Source,
+        secret: Callable[[Path], Path | None],
+    ) -> None:
         self.loader = loader
         self.env = env
         self.source = source
+        self.secret = secret
 
     def build(self, node: yaml.Node, path: Path) -> Any:
         self.source.lines.setdefault(path, node.start_mark.line + 1)
@@ -100,9 +140,10 @@ class _Builder:
             key = key_node.value
             if key in result:
                 first = self.source.key_lines.get((*path, key))
+                shown = "" if self.secret((*path, key)) else f" '{key}'"  # a key in a secret
                 self.source.issues.append(
                     Issue(
-                        (*path, key), f"duplicate key '{key}' (first defined on line {first})", line
+                        (*path, key), f"duplicate key{shown} (first defined on line {first})", line
                     )
                 )
                 continue
@@ -111,46 +152,39 @@ class _Builder:
         return result
 
     def _scalar(self, node: yaml.ScalarNode, path: Path) -> Any:
+        line = node.start_mark.line + 1
         if node.tag != "tag:yaml.org,2002:str" or "$" not in node.value:
-            return self.loader.construct_object(node, deep=True)
-        value = self._interpolate(node.value, path, node.start_mark.line + 1)
+            return self._construct(node, path, line)
+        value = self._interpolate(node.value, path, line)
         if node.style is not None:  # quoted or block scalar: stays a string
             return value
         tag = self.loader.resolve(yaml.ScalarNode, value, (True, False))
-        return self.loader.construct_object(yaml.ScalarNode(tag, value), deep=True)
+        return self._construct(yaml.ScalarNode(tag, value), path, line)
+
+    def _construct(self, node: yaml.ScalarNode, path: Path, line: int) -> Any:
+        """The scalar's value; an issue (never quoting the value) when its tag cannot read it:
+        `!foo x` (a tag SafeLoader does not know), `!!int abc`, `!!timestamp 2024-13-45`."""
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError):
+            if node.tag in self.loader.yaml_constructors:  # !!int, !!binary, !!timestamp...
+                tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+                message = f"this is not a valid {tag} value: fix it, or remove the tag"
+            else:
+                message = (
+                    "a value starting with ! is a YAML tag, which relay.yaml does not use; "
+                    "quote the value if it is text"
+                )
+        self.source.issues.append(Issue(path, message, line))
+        return None
 
     def _interpolate(self, text: str, path: Path, line: int) -> str:
-        broken = _BROKEN_REFERENCE.search(text.replace("$$", ""))
-        if broken:
-            self.source.issues.append(
-                Issue(
-                    path,
-                    f"cannot read '{broken.group(0)}': write ${{NAME}}, ${{NAME:-default}} "
-                    "or ${NAME:+word}, or $$ for a literal $",
-                    line,
-                )
-            )
+        try:
+            interpolation = interpolate(text, self.env)
+        except InterpolationError as error:
+            secret = self.secret(path) is not None
+            self.source.issues.append(Issue(path, error.describe(secret), line))
             return text
-
-        def substitute(match: re.Match[str]) -> str:
-            if match.group(0) == "$$":
-                return "$"
-            name, operator, word = match.group(1), match.group(2), match.group(3) or ""
-            value = self.env.get(name)
-            if operator == ":-":
-                return value if value else word
-            if operator == ":+":
-                return word if value else ""
-            if value is None:
-                self.source.issues.append(
-                    Issue(
-                        path,
-                        f"environment variable {name} is not set "
-                        f"(set it, or write ${{{name}:-default}} to give a default)",
-                        line,
-                    )
-                )
-                return ""
-            return value
-
-        return _REFERENCE.sub(substitute, text)
+        for problem in dict.fromkeys(interpolation.problems):  # each once, in order
+            self.source.issues.append(Issue(path, problem, line))
+        return interpolation.value

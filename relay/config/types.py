@@ -6,6 +6,7 @@ integration's `config.py` (relay/integrations/) its destination type.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from typing import Annotated, Any
 
@@ -35,9 +36,35 @@ def _ip_network(value: str) -> str:
         ) from None
 
 
-def _secret_length(value: SecretStr) -> SecretStr:
-    if len(value.get_secret_value()) < 8:
+class SecretField:
+    """Marks a field that holds a secret without being a SecretStr (the storage URL, for
+    its password): like a SecretStr's, its value is never quoted in a config error
+    (relay/config/load.py, `is_secret_path`)."""
+
+
+SECRET = SecretField()
+
+_NOT_SHOWN = "(the value is not shown: it is a secret)"
+
+
+def _secret_text(value: SecretStr) -> SecretStr:
+    # Messages never quote the value: it is a secret, and a reload's refusal is logged.
+    text = value.get_secret_value()
+    if len(text) < 8:
         raise ValueError("a secret must be at least 8 characters (it keys the HMAC)")
+    if not text.replace(" ", "x").isprintable():
+        raise ValueError(
+            "holds a line break, tab or other invisible character (a newline read from a "
+            f"file?): remove it {_NOT_SHOWN}"
+        )
+    if text != text.strip():
+        raise ValueError(f"starts or ends with a space: remove it {_NOT_SHOWN}")
+    return value
+
+
+def _no_spaces(value: SecretStr) -> SecretStr:
+    if " " in value.get_secret_value():
+        raise ValueError(f"holds a space, which no token has: remove it {_NOT_SHOWN}")
     return value
 
 
@@ -58,8 +85,23 @@ def empty_is_none(value: Any) -> Any:
     return None if value == "" else value
 
 
+def _finite_number(value: Any) -> Any:
+    # YAML's `.nan`, `.inf` and `true` (and the texts "nan", "inf") are numbers to pydantic;
+    # none is a rate.
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value  # pydantic says it is not a number
+    if isinstance(number, bool) or (isinstance(number, float) and not math.isfinite(number)):
+        raise ValueError("expected a finite number above 0 (e.g. 1 or 0.5)")
+    return value
+
+
 IPNetwork = Annotated[str, AfterValidator(_ip_network)]
-Secret = Annotated[SecretStr, AfterValidator(_secret_length)]
+Secret = Annotated[SecretStr, AfterValidator(_secret_text)]
+Token = Annotated[SecretStr, AfterValidator(_secret_text), AfterValidator(_no_spaces)]
 HttpUrl = Annotated[str, AfterValidator(http_url)]
 Enabled = Annotated[
     bool,
@@ -67,8 +109,9 @@ Enabled = Annotated[
     WithJsonSchema({"type": ["boolean", "null"], "default": True}),
 ]
 OptionalSecret = Annotated[Secret | None, BeforeValidator(empty_is_none)]
+OptionalToken = Annotated[Token | None, BeforeValidator(empty_is_none)]
 OptionalText = Annotated[str | None, BeforeValidator(empty_is_none)]
-Rate = Annotated[float, Field(gt=0, le=1000)]
+Rate = Annotated[float, Field(gt=0, le=1000), BeforeValidator(_finite_number)]
 
 
 class DestinationBase(Strict):

@@ -38,6 +38,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
+from relay.config.storage import storage_passwords
 from relay.errors import StoreUnavailable
 from relay.store import schema
 from relay.store.base import DUPLICATE_WINDOW, Accepted, Incoming
@@ -126,7 +127,7 @@ class PostgresStore(SharedStore):
     def __init__(self, url: str) -> None:
         self._url = url
         self._where = _where(url)
-        self._secrets = _secrets(url)
+        self._secrets = storage_passwords(url)  # to keep out of every message
         self._pool: asyncpg.Pool | None = None
         self._commit: GroupCommit | None = None
 
@@ -345,17 +346,6 @@ def _where(url: str) -> str:
     except ValueError:
         return "the configured server"
     return f"{host}:{port}/{database}"
-
-
-def _secrets(url: str) -> list[str]:
-    """Passwords the URL carries (in the authority or as ?password=), to keep out of text."""
-    try:
-        parts = urlsplit(url)
-        found = [parts.password, *parse_qs(parts.query).get("password", [])]
-    except ValueError:
-        return []
-    decoded = [unquote(secret) for secret in found if secret]
-    return sorted({*decoded, *(s for s in found if s)}, key=len, reverse=True)
 
 
 # --- migrations -------------------------------------------------------------------------------

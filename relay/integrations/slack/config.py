@@ -2,23 +2,45 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
 
-from relay.config.types import DestinationBase, HttpUrl, OptionalSecret, OptionalText
+from relay.config.types import (
+    DestinationBase,
+    HttpUrl,
+    OptionalText,
+    OptionalToken,
+    Secret,
+    empty_is_none,
+)
 
 SLACK_API_URL = "https://slack.com/api/"
+_WEBHOOK_URL = re.compile(r"https?://[^\s/?#@]+/\S*")
+
+
+def _webhook_url(value: SecretStr) -> SecretStr:
+    # Not the value: a webhook URL is a secret (its path is the credential).
+    if not _WEBHOOK_URL.fullmatch(value.get_secret_value()):
+        raise ValueError(
+            "not an http(s) URL without spaces; an incoming webhook URL looks like "
+            "https://hooks.slack.com/services/T…/B…/… (the value is not shown: it is a secret)"
+        )
+    return value
+
+
+WebhookURL = Annotated[
+    Annotated[Secret, AfterValidator(_webhook_url)] | None, BeforeValidator(empty_is_none)
+]
 
 
 class SlackDestination(DestinationBase):
     type: Literal["slack"]
-    token: OptionalSecret = Field(
+    token: OptionalToken = Field(
         None, description="bot token (xoxb-...): chat.postMessage, threads"
     )
-    webhook_url: OptionalSecret = Field(
-        None, description="incoming webhook URL, instead of a token"
-    )
+    webhook_url: WebhookURL = Field(None, description="incoming webhook URL, instead of a token")
     channel: OptionalText = Field(None, description="channel id (C0123456789) or name")
     thread_by_conversation: bool = False
     unfurl_links: bool = Field(False, description="let Slack unfurl customer-supplied links")
@@ -37,13 +59,5 @@ class SlackDestination(DestinationBase):
         if self.webhook_url is not None and self.thread_by_conversation:
             raise ValueError(
                 "thread_by_conversation needs a bot token: incoming webhooks cannot thread"
-            )
-        if self.webhook_url is not None and not self.webhook_url.get_secret_value().startswith(
-            ("https://", "http://")
-        ):
-            # Not the value: a webhook URL is a secret.
-            raise ValueError(
-                "webhook_url is not an http(s) URL (it looks like "
-                "https://hooks.slack.com/services/T…/B…/…)"
             )
         return self

@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
 
-from relay.config.types import DestinationBase, HttpUrl, OptionalSecret, empty_is_none
+from relay.config.types import DestinationBase, HttpUrl, Token, empty_is_none
 
 TELEGRAM_API_URL = "https://api.telegram.org"
+_TOKEN_CHARACTERS = re.compile(r"[A-Za-z0-9:_-]+")
+
+
+def _token_characters(value: SecretStr) -> SecretStr:
+    # The token becomes part of every Bot API URL (/bot<token>/method): a `/`, `?` or `#`
+    # in it would call another URL. `relay doctor` judges the rest of its shape.
+    if not _TOKEN_CHARACTERS.fullmatch(value.get_secret_value()):
+        raise ValueError(
+            "a bot token has only letters, digits, ':', '_' and '-' (it looks like "
+            "123456789:AA…, from @BotFather; the value is not shown: it is a secret)"
+        )
+    return value
+
+
+TelegramToken = Annotated[
+    Annotated[Token, AfterValidator(_token_characters)] | None, BeforeValidator(empty_is_none)
+]
 
 
 class TelegramDestination(DestinationBase):
     type: Literal["telegram"]
-    token: OptionalSecret = Field(None, description="bot token from @BotFather")
+    token: TelegramToken = Field(None, description="bot token from @BotFather")
     chat_id: Annotated[int | str | None, BeforeValidator(empty_is_none)] = Field(
         None, description="chat id (-100... for groups) or @channel"
     )
