@@ -225,13 +225,12 @@ async def serve(
     except StoreUnavailable as error:
         log.error("cannot open the store: %s", error)
         return 1
-    runner = web.AppRunner(
-        relay.app(), access_log=None, handle_signals=False, shutdown_timeout=STOP_TIMEOUT
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
+    from relay.ingest.listen import listen  # the socket and every client deadline
+
     try:
-        await site.start()
+        listener = await listen(
+            relay.app(), config.server.host, config.server.port, shutdown_timeout=STOP_TIMEOUT
+        )
     except OSError as error:
         log.error(
             "cannot listen on %s:%d: %s (is another relay running? change server.port)",
@@ -258,7 +257,7 @@ async def serve(
     watcher = asyncio.create_task(watch(config_file, relay.reload)) if watch_file else None
     await stop.wait()
     log.info("stopping: no new events; finishing sends in flight")
-    await runner.cleanup()  # intake stops first; requests mid-write are answered
+    await listener.close()  # intake stops first; requests mid-write are answered
     await relay.stop()
     if watcher is not None:  # after stop(): a reload it started has finished
         watcher.cancel()

@@ -1,0 +1,145 @@
+"""The listening socket as `relay serve` builds it (relay/ingest/listen.py): idle and slow
+connections are dropped after the idle deadline, and `host: "::"` answers on IPv4 too.
+
+The deadline is a parameter: these tests use 1 s, and bound everything generously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from relay.config.load import parse_config
+from relay.ingest.listen import HTTPLimits, Listener, listen
+from relay.ingest.signature import sign
+from relay.service import Relay
+
+SECRET = "listen-test-secret"
+IDLE = 1.0
+BOUND = 10.0  # far above IDLE: a slow machine must not fail these tests
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
+    """A whole relay (console destination, real SQLite), not yet listening."""
+    config = parse_config(
+        f'oneroute: {{secrets: ["{SECRET}"]}}\nstorage: sqlite:///{tmp_path}/relay.db\n'
+        "destinations: {out: {type: console}}\nroutes: [{to: [out]}]\n", environ={})
+    relay = Relay(config, tmp_path / "relay.yaml")
+    await relay.start()
+    yield relay
+    await relay.stop()
+
+
+@contextlib.asynccontextmanager
+async def listening(relay: Relay, host: str = "127.0.0.1") -> AsyncIterator[Listener]:
+    listener = await listen(relay.app(), host, 0, limits=HTTPLimits(idle=IDLE))
+    try:
+        yield listener
+    finally:
+        await listener.close()
+
+
+async def post_webhook(host: str, port: int, n: int = 0) -> int:
+    body = json.dumps({"event": "newMessage", "n": n}).encode()
+    async with aiohttp.ClientSession() as session, session.post(
+        f"http://{host}:{port}/webhooks/oneroute", data=body,
+        headers={"x-oneroute-signature": sign(SECRET, body)},
+    ) as response:
+        return response.status
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """Whether the server closes the connection within `seconds` (whatever it sends first)."""
+    try:
+        async with asyncio.timeout(seconds):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True
+
+
+async def test_a_silent_connection_is_closed_after_the_idle_deadline(relay: Relay) -> None:
+    async with listening(relay) as listener:
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        started = time.monotonic()
+        assert await closed_within(reader, BOUND), f"a silent connection is open after {BOUND} s"
+        assert time.monotonic() - started >= IDLE / 2  # closed by the deadline, not at once
+        writer.close()
+        assert await post_webhook("127.0.0.1", listener.port) == 200
+
+
+async def test_a_connection_trickling_header_lines_is_closed(relay: Relay) -> None:
+    async with listening(relay) as listener:
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        closed = asyncio.create_task(closed_within(reader, BOUND))
+        writer.write(b"POST /webhooks/oneroute HTTP/1.1\r\nHost: relay\r\n")
+        sent = 0
+        while not closed.done():  # a header line every 0.25 s: each one "makes progress"
+            with contextlib.suppress(ConnectionError):
+                writer.write(b"X-Slow-%d: x\r\n" % sent)
+                await writer.drain()
+            sent += 1
+            await asyncio.sleep(0.25)
+        assert await closed, f"a connection trickling header lines is open after {BOUND} s"
+        writer.close()
+        # Meanwhile, and afterwards, a webhook is answered as usual.
+        assert await post_webhook("127.0.0.1", listener.port, 1) == 200
+
+
+async def test_a_keep_alive_connection_is_closed_when_idle_after_its_request(
+    relay: Relay,
+) -> None:
+    async with listening(relay) as listener:
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        body = b'{"event":"newMessage","n":2}'
+        writer.write(
+            b"POST /webhooks/oneroute HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n"
+            b"x-oneroute-signature: " + sign(SECRET, body).encode()
+            + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        assert await closed_within(reader, BOUND), "an idle keep-alive connection stays open"
+        writer.close()
+
+
+def ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback")
+async def test_host_any_ipv6_answers_on_ipv4_and_ipv6(relay: Relay) -> None:
+    async with listening(relay, "::") as listener:
+        assert await post_webhook("127.0.0.1", listener.port, 3) == 200
+        assert await post_webhook("[::1]", listener.port, 4) == 200
+
+
+async def test_an_address_in_use_is_an_os_error_and_nothing_is_left_listening(
+    relay: Relay,
+) -> None:
+    async with listening(relay) as listener:
+        with pytest.raises(OSError):
+            await listen(relay.app(), "127.0.0.1", listener.port, limits=HTTPLimits(idle=IDLE))
+
+
+def test_limits_refuse_a_zero_idle_deadline() -> None:
+    with pytest.raises(ValueError, match="idle"):
+        HTTPLimits(idle=0)
