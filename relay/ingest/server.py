@@ -21,6 +21,7 @@ from relay.config.model import Config
 from relay.errors import InvalidEvent, StoreUnavailable
 from relay.events import conversation_key, event_name, parse_event
 from relay.ingest.clients import ClientPolicy
+from relay.ingest.offload import Overloaded, Reserialiser
 from relay.ingest.signature import SIGNATURE_HEADER, Verifier
 from relay.logs import fields
 from relay.routing import decide
@@ -72,11 +73,13 @@ class Ingest:
         store: Store,
         on_accepted: Callable[[Sequence[str]], None] = lambda destinations: None,
         clock: Callable[[], float] = time.time,
+        reserialiser: Reserialiser | None = None,
     ) -> None:
         self.gate = gate
         self.store = store
         self.on_accepted = on_accepted
         self.clock = clock
+        self.reserialiser = reserialiser or Reserialiser()
 
     async def handle(self, request: web.Request) -> web.Response:
         gate = self.gate  # one config for the whole request, even if a reload swaps it
@@ -101,8 +104,19 @@ class Ingest:
         except TimeoutError:
             log.warning("refused: body not received in time", extra=fields(client=str(client)))
             return _answer(408, "bad_request", error="timeout", detail="the body took too long")
-        if not gate.verifier.verify(body, request.headers.get(SIGNATURE_HEADER)):
-            missing = not request.headers.get(SIGNATURE_HEADER)
+        signature = request.headers.get(SIGNATURE_HEADER)
+        try:
+            verified = await gate.verifier.verify_with(body, signature, self.reserialiser)
+        except Overloaded as error:  # not checked: 503 so that OneRoute retries, never 401
+            log.warning("refused: %s", error, extra=fields(client=str(client), bytes=len(body)))
+            return _answer(
+                503,
+                "unavailable",
+                error="unavailable",
+                detail="too many large bodies are being verified; retry later",
+            )
+        if verified is None:
+            missing = not signature
             log.warning(
                 "refused: %s signature",
                 "missing" if missing else "invalid",
@@ -114,6 +128,9 @@ class Ingest:
                 error="unauthorized",
                 detail=f"{'missing' if missing else 'invalid'} {SIGNATURE_HEADER}",
             )
+        # From here on, the event is what the signature covered: its raw bytes, or their
+        # re-serialisation when only that matched (so its spellings are one event).
+        body = verified.signed
         try:
             event = parse_event(body)
         except InvalidEvent as error:
@@ -189,4 +206,9 @@ def build_app(ingest: Ingest, extra_routes: Sequence[web.RouteDef] = ()) -> web.
     app.router.add_post(ingest.gate.config.server.path, ingest.handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_routes(extra_routes)
+
+    async def stop_worker(app: web.Application) -> None:
+        ingest.reserialiser.close()
+
+    app.on_cleanup.append(stop_worker)
     return app
