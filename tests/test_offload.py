@@ -7,7 +7,11 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +19,8 @@ from relay.errors import JSONParseError
 from relay.ingest.jsjson import js_reserialise
 from relay.ingest.offload import Overloaded, Reserialiser
 from tests.waiting import until
+
+ROOT = Path(__file__).resolve().parent.parent
 
 LARGE = (  # over INLINE_MAX, and far from its re-serialisation
     b'{ "b": [1.0, 2e0, "\\u00e9"], "10": {"a": 1e999}, "2": null, "pad": "' + b"x" * 8000 + b'" }'
@@ -92,3 +98,43 @@ async def test_close_stops_the_worker(reserialiser: Reserialiser) -> None:
     (worker,) = children() - before
     reserialiser.close()
     await until(lambda: not worker.is_alive(), within=10)
+
+
+ORPHAN = """
+import asyncio, multiprocessing, os, signal
+from relay.ingest.offload import Reserialiser
+from tests.test_offload import LARGE
+
+async def main():
+    reserialiser = Reserialiser()
+    await reserialiser(LARGE)
+    (worker,) = multiprocessing.active_children()  # spawn's resource tracker is not ours
+    print(worker.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # no chance to stop the worker
+
+asyncio.run(main())
+"""
+
+
+def test_the_worker_exits_when_the_relay_is_killed() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", ORPHAN], stdout=subprocess.PIPE, cwd=ROOT
+    ) as process:
+        assert process.stdout is not None
+        pid = int(process.stdout.readline())
+        assert process.wait(30) == -signal.SIGKILL
+        process.stdout.close()  # the orphan holds it open: do not wait for its end
+    deadline = time.monotonic() + 15
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        raise AssertionError("the worker outlived the relay by 15 s")
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -17,7 +17,8 @@ So:
   which ingest answers 503 so that OneRoute retries — never 401 for an unchecked body.
 
 The worker is spawned (not forked: the relay has threads) on first need, as most relays
-never need it, and replaced if it dies.
+never need it, and replaced if it dies. It exits by itself if the relay dies without
+stopping it (kill -9): it holds its own end of the job queue, so it would wait forever.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ import asyncio
 import concurrent.futures
 import logging
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from concurrent.futures.process import BrokenProcessPool
 
 from relay.errors import RelayError
@@ -44,9 +48,16 @@ class Overloaded(RelayError):
     """The worker has CAPACITY bodies already, or has just failed: retry later (503)."""
 
 
-def _worker_init() -> None:
+def _worker_init(relay_pid: int) -> None:
     # Ctrl-C reaches the whole process group; the relay itself decides when to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(relay_pid,), daemon=True).start()
+
+
+def _exit_with(relay_pid: int) -> None:
+    while os.getppid() == relay_pid:  # an orphan is adopted by another process
+        time.sleep(1.0)
+    os._exit(0)
 
 
 class Reserialiser:
@@ -84,6 +95,7 @@ class Reserialiser:
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_init,
+            initargs=(os.getpid(),),
         )
         return self._pool
 
