@@ -143,3 +143,25 @@ async def test_an_address_in_use_is_an_os_error_and_nothing_is_left_listening(
 def test_limits_refuse_a_zero_idle_deadline() -> None:
     with pytest.raises(ValueError, match="idle"):
         HTTPLimits(idle=0)
+
+
+async def test_a_malformed_request_is_400_and_one_log_line_without_traceback(
+    relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    requests = [
+        b"POST /webhooks/oneroute HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+        b"POST /webhooks/oneroute HTTP/1.1\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(70))
+        + b"\r\n",
+    ]
+    async with listening(relay) as listener:
+        for request in requests:
+            reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+            writer.write(request)
+            assert (await reader.readline()).split(b" ")[1] == b"400"
+            writer.close()
+    lines = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert [r.getMessage() for r in lines] == [
+        "refused: malformed HTTP request (400, LineTooLong)",
+        "refused: malformed HTTP request (400, BadHttpMessage)",
+    ]
+    assert not any(r.exc_info for r in lines)  # a client's bytes cost no traceback

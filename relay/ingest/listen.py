@@ -10,6 +10,8 @@ could otherwise stretch — set here, in one place (README "HTTP endpoints" list
 - `linger`: after an answer given before the body was read (403, 413, 404), the rest of
   the body is read and dropped for at most this long, then the connection is closed.
 - the request line and each header at most 8190 bytes, at most 64 headers (else 400).
+  aiohttp logs every request it cannot parse with a traceback, which lets any client
+  write a screenful of log per line it sends: such a request is one warning line here.
 
 `host: "::"` listens on IPv6 and IPv4 alike. asyncio sets IPV6_V6ONLY on every IPv6
 socket it creates, so that socket is made here (relay/demo.py prints a curl to 127.0.0.1
@@ -20,13 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.log import server_logger
 
 from relay.ingest.fdlimit import FDExhaustionLog
+from relay.logs import fields
 
 __all__ = ["HTTPLimits", "Listener", "listen"]
 
@@ -54,12 +61,33 @@ class HTTPLimits:
     def handler_options(self) -> dict[str, Any]:
         """Keyword arguments of aiohttp's RequestHandler (through AppRunner)."""
         return {
+            "logger": _RequestErrors(server_logger),
             "keepalive_timeout": self.idle,
             "lingering_time": self.linger,
             "max_line_size": self.max_line_size,
             "max_field_size": self.max_field_size,
             "max_headers": self.max_headers,
         }
+
+
+class _RequestErrors(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server logger, with a malformed request logged as one line: the client's
+    mistake (or probe) is no news of the relay's, and its bytes are not repeated."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return msg, kwargs
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info")
+        if isinstance(error, HttpProcessingError):
+            self.logger.warning(
+                "refused: malformed HTTP request (%d, %s)",
+                error.code,
+                type(error).__name__,
+                extra=fields(client=str(args[0]) if args else None),
+            )
+            return
+        self.logger.exception(msg, *args, **kwargs)
 
 
 class Listener:
