@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from relay.config.load import parse_config
 from relay.ingest.listen import HTTPLimits, Listener, listen
 from relay.ingest.signature import sign
 from relay.service import Relay
+from tests.process import RelayProcess, free_port
 
 SECRET = "listen-test-secret"
 IDLE = 1.0
@@ -165,3 +167,25 @@ async def test_a_malformed_request_is_400_and_one_log_line_without_traceback(
         "refused: malformed HTTP request (400, BadHttpMessage)",
     ]
     assert not any(r.exc_info for r in lines)  # a client's bytes cost no traceback
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback")
+async def test_relay_serve_on_any_ipv6_answers_the_printed_curl_to_127_0_0_1(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    config = tmp_path / "relay.yaml"
+    config.write_text(
+        f'server: {{host: "::", port: {port}}}\n'
+        f'oneroute: {{secrets: ["{SECRET}"]}}\nstorage: sqlite:///{tmp_path}/relay.db\n'
+        "destinations: {out: {type: console}}\nroutes: [{to: [out]}]\n"
+    )
+    relay = RelayProcess(config, port, SECRET)
+    try:
+        await relay.start()  # polls http://127.0.0.1:port/healthz
+        assert await relay.post(b'{"event":"newMessage","n":5}') == 200
+        assert await post_webhook("[::1]", port, 6) == 200
+        relay.signal(signal.SIGTERM)
+        assert await relay.wait() == 0
+    finally:
+        relay.stop_quietly()
