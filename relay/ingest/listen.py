@@ -37,7 +37,7 @@ from relay.logs import fields
 
 __all__ = ["HTTPLimits", "Listener", "listen"]
 
-IDLE_TIMEOUT = 15.0  # OneRoute sends its request at once; Node's keep-alive agents idle ~5 s
+IDLE_TIMEOUT = 15.0  # OneRoute sends its request at once; 15 s still lets it reuse a connection
 LINGER = 2.0
 MAX_LINE_SIZE = 8190
 MAX_FIELD_SIZE = 8190

@@ -101,7 +101,10 @@ class Reserialiser:
 
     def _discard(self, pool: concurrent.futures.ProcessPoolExecutor, error: BaseException) -> None:
         if self._pool is pool:
-            log.error("signature worker failed: %s; starting a new one", error or type(error))
+            log.error(
+                "signature worker failed (%s); the next large body starts a new one",
+                str(error) or type(error).__name__,
+            )
             self._pool = None
             pool.shutdown(wait=False, cancel_futures=True)
 
