@@ -51,6 +51,7 @@ from bench.common import (
     template_spec,
     write_config,
 )
+from bench.ingest import background_busy
 
 ATTACKERS = 4
 RATE = 20.0  # valid webhooks per second
@@ -198,9 +199,48 @@ async def run_variant(
     return result
 
 
+def shapes(size: int = 1024 * 1024 - 64) -> dict[str, bytes]:
+    """1 MiB JSON bodies of several shapes, the last one `bad_body()`."""
+    return {
+        "one long string": b'{"event":"x","text":"' + b"x" * (size - 32) + b'"}',
+        "array of small integers": b'{"event":"x","v":[' + b",".join([b"7"] * (size // 2)) + b"]}",
+        "object of short keys": b'{"event":"x","o":{'
+        + b",".join(b'"k%x":1' % n for n in range(size // 11))
+        + b"}}",
+        "array of {} objects": b'{"event":"x","v":[' + b",".join([b"{}"] * (size // 3)) + b"]}",
+        "array of small floats (the bad body)": bad_body(size),
+    }
+
+
+def check_costs(repeat: int = 3) -> dict[str, dict[str, float]]:
+    """CPU ms per body shape, best of `repeat`, in this process: its HMAC (all that checking
+    it costs when the signature matches its raw bytes) and its re-serialisation (the cost of
+    a wrong signature, relay/ingest/jsjson.py)."""
+    from relay.errors import JSONParseError
+    from relay.ingest.jsjson import js_reserialise
+
+    def reserialise(body: bytes) -> None:
+        with contextlib.suppress(JSONParseError):
+            js_reserialise(body)
+
+    costs: dict[str, dict[str, float]] = {}
+    for shape, body in shapes().items():
+        costs[shape] = {"bytes": len(body)}
+        for name, work in (("hmac_ms", sign), ("reserialise_ms", reserialise)):
+            times = []
+            for _ in range(repeat):
+                started = time.thread_time()
+                work(body)
+                times.append(1000 * (time.thread_time() - started))
+            costs[shape][name] = min(times)
+    return costs
+
+
 async def main(quick: bool = False, seconds: float | None = None) -> dict[str, Any]:
     seconds = seconds or (4.0 if quick else 10.0)
     warmup = 1.0
+    costs = check_costs()
+    busy = await background_busy()
     variants = {
         "quiet (baseline)": ([], False),
         "attacked, re-serialised inline (before)": (["reserialise-inline"], True),
@@ -239,8 +279,17 @@ async def main(quick: bool = False, seconds: float | None = None) -> dict[str, A
          "attack answers/s by status", "relay cores", "worker cores"],
         rows,
     )  # fmt: skip
+    text += "\n\n" + table(
+        "Checking one 1 MiB body, CPU in one process (best of 3)",
+        ["body", "HMAC-SHA512 ms", "re-serialisation ms", "ratio"],
+        [[shape, c["hmac_ms"], c["reserialise_ms"], c["reserialise_ms"] / c["hmac_ms"]]
+         for shape, c in costs.items()],
+    )  # fmt: skip
+    if busy > 10:
+        text += f"\nwarning: the machine was {busy:.0f}% busy before the runs (other jobs)"
     print(text)
-    result = {"runs": runs, "checks": checks, "table": text}
+    result = {"runs": runs, "checks": checks, "costs": costs, "background_busy_pct": busy,
+              "table": text}  # fmt: skip
     save("amplifier", result)
     return result
 
