@@ -3,7 +3,7 @@
 A body whose raw bytes do not match its signature is re-serialised as Node would
 (relay/ingest/jsjson.py) before the signature is checked again. That is pure Python: up to
 0.9 s of CPU for a 1 MiB body of small numbers or keys, against 2 ms for its HMAC
-(BENCHMARKS.md, "A wrong signature costs the loop nothing"). Any client that may post could
+(BENCHMARKS.md, "A wrong signature as a CPU amplifier"). Any client that may post could
 make the relay pay it with a made-up signature, and on the event loop it stalls every
 other request; a thread would still hold the GIL. Making it cheaper does not fix that: a
 2-3x faster serialiser would still block the loop for hundreds of milliseconds per body.
