@@ -167,7 +167,7 @@ async def test_a_relay_out_of_file_descriptors_logs_one_line_and_recovers(tmp_pa
             client.setblocking(False)
             client.connect_ex(("127.0.0.1", port))
             clients.append(client)
-        await asyncio.sleep(3.5)  # asyncio retries accept() every second meanwhile
+        await asyncio.sleep(1.5)  # asyncio retries accept() every second meanwhile
         for client in clients:
             client.close()
         clients.clear()

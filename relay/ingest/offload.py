@@ -2,12 +2,11 @@
 
 A body whose raw bytes do not match its signature is re-serialised as Node would
 (relay/ingest/jsjson.py) before the signature is checked again. That is pure Python: up to
-0.9 s of CPU for a 1 MiB body of small numbers or keys, against 2 ms for its HMAC
-(BENCHMARKS.md, "A wrong signature as a CPU amplifier"). Any client that may post could
-make the relay pay it with a made-up signature, and on the event loop it stalls every
-other request; a thread would still hold the GIL. Making it cheaper does not fix that: a
-2-3x faster serialiser would still block the loop for hundreds of milliseconds per body.
-So:
+0.8 s of CPU for a 1 MiB body of small numbers, against 2 ms for its HMAC (BENCHMARKS.md,
+"A wrong signature as a CPU amplifier"). Any client that may post could make the relay
+pay it with a made-up signature, and on the event loop it stalls every other request; a
+thread would still hold the GIL. Making it cheaper does not fix that: a 2-3x faster
+serialiser would still block the loop for hundreds of milliseconds per body. So:
 
 - a body up to INLINE_MAX bytes is re-serialised inline: a few ms at worst, and the usual
   webhook (about 1 KiB, mostly text) needs no hop;
@@ -16,48 +15,40 @@ So:
 - at most CAPACITY bodies are in the worker or waiting for it; beyond that `Overloaded`,
   which ingest answers 503 so that OneRoute retries — never 401 for an unchecked body.
 
-The worker is spawned (not forked: the relay has threads) on first need, as most relays
-never need it, and replaced if it dies. It exits by itself if the relay dies without
-stopping it (kill -9): it holds its own end of the job queue, so it would wait forever.
+The worker (relay/ingest/jsworker.py) is started on first need (most relays never need
+it) and again if it dies, and speaks length-prefixed frames on its stdin and stdout. Not
+multiprocessing: its spawn would re-run the relay's main script in the worker (40 MB
+instead of 14, and a crash for an unguarded script) and add a resource-tracker process.
+The worker exits when its stdin closes — when the relay stops it, and when it dies.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import logging
-import multiprocessing
 import os
-import signal
-import threading
-import time
-from concurrent.futures.process import BrokenProcessPool
+import sys
+from pathlib import Path
 
-from relay.errors import RelayError
+from relay.errors import JSONParseError, RelayError
 from relay.ingest.jsjson import js_reserialise
+from relay.ingest.jsworker import ANSWER, PARSE_ERROR, REQUEST
 
 __all__ = ["Overloaded", "Reserialiser"]
 
 log = logging.getLogger("relay.ingest")
 
 INLINE_MAX = 4096  # bytes; the worst case measured is under 1 ms per KiB
-CAPACITY = 4  # bodies in the worker or waiting: up to ~3 s of work for a 1 MiB worst case
+CAPACITY = 4  # bodies in the worker or waiting: about 3 s of work at the worst case
+STOP_TIMEOUT = 2.0
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding relay/
 
 
 class Overloaded(RelayError):
-    """The worker has CAPACITY bodies already, or has just failed: retry later (503)."""
-
-
-def _worker_init(relay_pid: int) -> None:
-    # Ctrl-C reaches the whole process group; the relay itself decides when to stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with, args=(relay_pid,), daemon=True).start()
-
-
-def _exit_with(relay_pid: int) -> None:
-    while os.getppid() == relay_pid:  # an orphan is adopted by another process
-        time.sleep(1.0)
-    os._exit(0)
+    """CAPACITY bodies are already in or waiting for the worker, or it just failed: the
+    body was not checked; retry later (503)."""
 
 
 class Reserialiser:
@@ -66,50 +57,85 @@ class Reserialiser:
     def __init__(self, inline_max: int | None = None, capacity: int = CAPACITY) -> None:
         self.inline_max = INLINE_MAX if inline_max is None else inline_max
         self.capacity = capacity
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-        self._jobs: set[concurrent.futures.Future[bytes]] = set()
+        self._worker: asyncio.subprocess.Process | None = None
+        self._waiting = 0  # calls in the worker or waiting for their turn
+        self._turn = asyncio.Lock()  # one body at a time on the pipe
+
+    @property
+    def worker_pid(self) -> int | None:
+        worker = self._worker
+        return worker.pid if worker is not None and worker.returncode is None else None
 
     async def __call__(self, body: bytes) -> bytes:
         """Raises JSONParseError as js_reserialise does, and Overloaded."""
         if len(body) <= self.inline_max:
             return js_reserialise(body)
-        # Jobs are counted until the worker is done with them, even if their request is gone.
-        self._jobs = {job for job in self._jobs if not job.done()}
-        if len(self._jobs) >= self.capacity:
-            raise Overloaded(f"{len(self._jobs)} large bodies are already being checked")
-        pool = self._pool or self._start()
+        if self._waiting >= self.capacity:
+            raise Overloaded(f"{self._waiting} large bodies are already being checked")
+        self._waiting += 1
         try:
-            job = pool.submit(js_reserialise, body)
-        except (BrokenProcessPool, OSError, RuntimeError) as error:
-            self._discard(pool, error)
-            raise Overloaded("the signature worker could not take the body") from None
-        self._jobs.add(job)
+            async with self._turn:
+                return await self._exchange(body)
+        finally:
+            self._waiting -= 1
+
+    async def _exchange(self, body: bytes) -> bytes:
+        worker = self._worker
         try:
-            return await asyncio.wrap_future(job)
-        except BrokenProcessPool as error:
-            self._discard(pool, error)
-            raise Overloaded("the signature worker stopped; it is restarted") from None
+            if worker is None or worker.returncode is not None:
+                worker = self._worker = await _start()
+            assert worker.stdin is not None and worker.stdout is not None
+            worker.stdin.write(REQUEST.pack(len(body)))
+            worker.stdin.write(body)
+            await worker.stdin.drain()
+            kind, length = ANSWER.unpack(await worker.stdout.readexactly(ANSWER.size))
+            payload = await worker.stdout.readexactly(length)
+        except (OSError, asyncio.IncompleteReadError) as error:
+            self._discard(worker, error)
+            raise Overloaded(
+                "the signature worker failed; the next body starts a new one"
+            ) from None
+        except BaseException:  # cancelled mid-frame: the pipe is out of step
+            self._discard(worker, None)
+            raise
+        if kind == PARSE_ERROR:
+            raise JSONParseError(payload.decode("utf-8", "replace"))
+        return payload
 
-    def _start(self) -> concurrent.futures.ProcessPoolExecutor:
-        self._pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init,
-            initargs=(os.getpid(),),
-        )
-        return self._pool
+    def _discard(
+        self, worker: asyncio.subprocess.Process | None, error: BaseException | None
+    ) -> None:
+        if error is not None:
+            log.error("signature worker failed: %s", str(error) or type(error).__name__)
+        if worker is not None:
+            with contextlib.suppress(ProcessLookupError):
+                worker.kill()
+        if self._worker is worker:
+            self._worker = None
 
-    def _discard(self, pool: concurrent.futures.ProcessPoolExecutor, error: BaseException) -> None:
-        if self._pool is pool:
-            log.error(
-                "signature worker failed (%s); the next large body starts a new one",
-                str(error) or type(error).__name__,
-            )
-            self._pool = None
-            pool.shutdown(wait=False, cancel_futures=True)
+    async def close(self) -> None:
+        """Stop the worker, if one runs: it finishes the body it is on (STOP_TIMEOUT)."""
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        if worker.stdin is not None:
+            worker.stdin.close()  # end of input: the worker exits
+        try:
+            await asyncio.wait_for(worker.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                worker.kill()
+            await worker.wait()
 
-    def close(self) -> None:
-        """Stop the worker, if one was started (it finishes the body it is on)."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+
+async def _start() -> asyncio.subprocess.Process:
+    # The same relay code as this process, whatever the working directory.
+    path = os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay.ingest.jsworker",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": path},
+    )

@@ -208,7 +208,7 @@ def build_app(ingest: Ingest, extra_routes: Sequence[web.RouteDef] = ()) -> web.
     app.router.add_routes(extra_routes)
 
     async def stop_worker(app: web.Application) -> None:
-        ingest.reserialiser.close()
+        await ingest.reserialiser.close()
 
     app.on_cleanup.append(stop_worker)
     return app
