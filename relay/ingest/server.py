@@ -1,8 +1,10 @@
 """The webhook endpoint: decide, remember, answer — never call Slack or Telegram here.
 
 Only what must happen before the 200 happens here, in this order: client address (403),
-size (413), signature (401), JSON object (400), routing, one durable write (503 if it
-fails). Lanes are woken after the write and deliver in the background.
+size (413), signature (401; 503 when a large body cannot be checked now, see
+relay/ingest/offload.py), JSON object (400), routing, one durable write (503 if it
+fails). From the signature on, the body is the bytes the signature covered. Lanes are
+woken after the write and deliver in the background.
 """
 
 from __future__ import annotations
