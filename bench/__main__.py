@@ -1,4 +1,5 @@
-"""`python -m bench [ingest|e2e|drain|memory|handler|floor ...] [--quick]`: run benchmarks.
+"""`python -m bench [ingest|e2e|drain|memory|handler|floor|amplifier ...] [--quick]`: run
+benchmarks.
 
 Without names, the four figures of BENCHMARKS.md: ingest, e2e, drain, memory.
 
@@ -17,7 +18,7 @@ from typing import Any
 from bench.common import machine
 
 NAMES = ("ingest", "e2e", "drain", "memory")
-EXTRAS = ("handler", "floor")  # run only when named: analysis aids, not among the four figures
+EXTRAS = ("handler", "floor", "amplifier")  # run only when named: not among the four figures
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         metavar="NAME",
         help=f"benchmarks to run: {', '.join(NAMES)} (default: all of these), handler "
-        "(the webhook handler's CPU per request, in process; with --patch), or floor "
-        "(how close to the bare handler any durable relay can come on this machine)",
+        "(the webhook handler's CPU per request, in process; with --patch), floor "
+        "(how close to the bare handler any durable relay can come on this machine), or "
+        "amplifier (valid webhooks while 1 MiB bodies with a wrong signature are posted)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="shorter runs and smaller N, for a quick check"
@@ -46,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="ingest: event loop(s) to run (default: both)",
     )
     parser.add_argument("--rounds", type=int, help="ingest, floor: rounds (default 3, quick 1)")
-    parser.add_argument("--seconds", type=float, help="ingest, floor: seconds per run (default 10)")
+    parser.add_argument(
+        "--seconds", type=float, help="ingest, floor, amplifier: seconds per run (default 10)"
+    )
     parser.add_argument(
         "--patch",
         action="append",
@@ -65,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from bench import drain, e2e, floor, handler, ingest, memory
+    from bench import amplifier, drain, e2e, floor, handler, ingest, memory
 
     results: dict[str, Any] = {}
     for name in args.names or NAMES:
@@ -87,6 +91,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results[name] = await floor.main(
                 quick=args.quick, generator=args.loadgen, rounds=args.rounds, seconds=args.seconds
             )
+        elif name == "amplifier":
+            results[name] = await amplifier.main(quick=args.quick, seconds=args.seconds)
         elif name == "memory":
             results[name] = await memory.main(quick=args.quick, events=args.events)
         print(f"({name}: {time.monotonic() - started:.0f} s)\n", flush=True)

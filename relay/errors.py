@@ -13,6 +13,8 @@ that fails is not an exception but an outcome (relay/outcome.py) carrying a `Rea
     ├── InvalidEvent                a webhook body is not a JSON object (HTTP 400)
     ├── JSONParseError              a body Node's JSON.parse would reject (the signature
     │                               can then only match the raw bytes)
+    ├── Overloaded                  too many large bodies wait for their signature check
+    │                               (relay/ingest/offload.py): not checked, HTTP 503
     ├── StoreUnavailable            the store cannot read or write now: disk full, read-only,
     │   │                           database down (HTTP 503; lanes wait and try again)
     │   └── StoreLocked             another `relay serve` already uses this SQLite file
@@ -103,6 +105,11 @@ class InvalidEvent(RelayError, ValueError):
 
 class JSONParseError(RelayError, ValueError):
     """The body is not something JSON.parse accepts (or is nested too deep to re-serialise)."""
+
+
+class Overloaded(RelayError):
+    """The signature worker already has all the large bodies it may hold, or it just failed:
+    the body was not checked; the client should retry later (503)."""
 
 
 # --- the store --------------------------------------------------------------------------------

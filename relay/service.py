@@ -28,6 +28,7 @@ from relay.config.load import load_config
 from relay.config.model import Config
 from relay.destinations import build_courier
 from relay.errors import ConfigError, ConfigIssue, Reason, StoreUnavailable, TemplateError
+from relay.ingest.listen import listen
 from relay.ingest.server import Gate, Ingest, build_app
 from relay.integrations.base import BuildContext, Courier
 from relay.lanes import Lane, LaneSettings
@@ -358,13 +359,10 @@ async def serve(
     except ConfigError as error:
         log.error("cannot start:\n%s", error)
         return 1
-    runner = web.AppRunner(
-        relay.app(), access_log=None, handle_signals=False, shutdown_timeout=STOP_TIMEOUT
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
     try:
-        await site.start()
+        listener = await listen(
+            relay.app(), config.server.host, config.server.port, shutdown_timeout=STOP_TIMEOUT
+        )
     except OSError as error:
         log.error(
             "cannot listen on %s:%d: %s (is another relay running? change server.port)",
@@ -392,7 +390,7 @@ async def serve(
     await stop.wait()
     log.info("stopping: no new events; finishing sends in flight")
     try:
-        await runner.cleanup()  # intake stops first; requests mid-write are answered
+        await listener.close()  # intake stops first; requests mid-write are answered
     except Exception:
         log.exception("could not stop the HTTP server cleanly")
     await relay.stop()

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from relay.config.load import parse_config
 from relay.ingest import server as ingest_server
+from relay.ingest.jsjson import js_reserialise
 from relay.ingest.signature import sign
 from relay.service import Relay
 from relay.store.sqlite import SQLiteStore
@@ -260,3 +261,67 @@ async def test_slow_clients_do_not_starve_others(
     assert status_line.startswith(b"HTTP/1.1 408")
     for stream in [*slow, writer]:
         stream.close()
+
+
+# --- a CPU amplifier -----------------------------------------------------------------------------
+
+
+def numbers_body(size: int = 1024 * 1024 - 64) -> bytes:
+    """An object of ~`size` bytes of small floats: the costliest JSON for js_reserialise to
+    re-serialise, per byte (BENCHMARKS.md), so the costliest wrong signature to check."""
+    return b'{"event":"x","v":[' + b",".join([b"1.5"] * (size // 4)) + b"]}"
+
+
+async def test_large_bodies_with_a_wrong_signature_do_not_stall_other_requests(
+    running: Running,
+) -> None:
+    bad = numbers_body(512 * 1024)
+    wrong = {"x-oneroute-signature": "0" * 128}
+    checks = [
+        asyncio.create_task(running.client.post("/webhooks/oneroute", data=bad, headers=wrong))
+        for _ in range(2)
+    ]
+    answered = 0
+    while not all(check.done() for check in checks):
+        body = json.dumps({"event": "during", "n": answered}).encode()
+        assert await running.post(body) == 200
+        answered += 1
+    assert [(await check).status for check in checks] == [401, 401]
+    # Checking one such body costs 0.2-0.4 s of CPU; on the event loop it let one or two
+    # webhooks through in all that time.
+    assert answered >= 10, f"{answered} webhooks answered while 2 large bodies were checked"
+
+
+async def test_a_large_body_signed_over_its_reserialisation_is_accepted(
+    running: Running,
+) -> None:
+    body = json.dumps({"event": "big", "n": [1.0, 2e0], "text": "é" * 512_000}, ensure_ascii=False)
+    body = body.encode()
+    assert 1000 * 1024 < len(body) <= 1024 * 1024
+    canonical = js_reserialise(body)
+    response = await running.client.post(
+        "/webhooks/oneroute", data=body,
+        headers={"x-oneroute-signature": sign(SECRET, canonical)})
+    assert response.status == 200
+    assert (await response.json())["status"] == "accepted"
+    again = await running.client.post(
+        "/webhooks/oneroute", data=canonical,
+        headers={"x-oneroute-signature": sign(SECRET, canonical)})
+    assert (await again.json())["status"] == "duplicate"
+
+
+async def test_large_bodies_beyond_the_checks_capacity_are_503_never_401(
+    running: Running,
+) -> None:
+    running.relay.ingest.reserialiser.capacity = 1
+    bad = numbers_body(256 * 1024)
+    wrong = {"x-oneroute-signature": "0" * 128}
+    responses = await asyncio.gather(*(
+        running.client.post("/webhooks/oneroute", data=bad, headers=wrong) for _ in range(3)))
+    statuses = sorted(response.status for response in responses)
+    # One is checked (401); those that arrive while it is are not, and say "retry later".
+    assert 503 in statuses and set(statuses) <= {401, 503}, statuses
+    for response in responses:
+        expected = "unavailable" if response.status == 503 else "unauthorized"
+        assert (await response.json())["error"] == expected
+    assert await running.relay.store.backlog() == []

@@ -264,3 +264,56 @@ def test_app_has_the_configured_path() -> None:
         and r.resource is not None and r.resource.canonical == "/hooks/or"
         for r in app.router.routes()
     )
+
+
+# --- what the signature covers is what is stored, de-duplicated and routed -------------------
+
+
+async def test_variants_signed_over_the_same_reserialisation_are_one_event(
+    client_for: Any, store: SQLiteStore
+) -> None:
+    canonical = b'{"event":"newMessage","message":{"content":"caf\xc3\xa9"},"n":1}'
+    variants = [
+        b'{ "event": "newMessage", "message": { "content": "caf\xc3\xa9" }, "n": 1 }',
+        b'{"event":"newMessage",\n  "message":{"content":"caf\\u00e9"},"n":1.0}',
+        b'{"\\u0065vent":"newMessage","message":{"content":"caf\\u00E9"},"n":10e-1}',
+    ]
+    client = await client_for()
+    signature = {"x-oneroute-signature": sign(SECRET, canonical)}
+    answers = []
+    for body in variants:
+        response = await client.post("/webhooks/oneroute", data=body, headers=signature)
+        assert response.status == 200
+        answers.append(await response.json())
+    assert [a["status"] for a in answers] == ["accepted", "duplicate", "duplicate"]
+    assert len({a["event_id"] for a in answers}) == 1
+    assert await stored(store) == {"slack": 1, "telegram": 1}
+    (row,) = await store.claim("slack", 2e9, 10, 60, "t")
+    assert row.body == canonical  # what the signature covered, which lanes render
+
+
+async def test_an_event_accepted_through_its_reserialisation_is_routed_as_node_reads_it(
+    client_for: Any, store: SQLiteStore
+) -> None:
+    config = parse_config(
+        f'oneroute: {{secrets: ["{SECRET}"]}}\n'
+        "destinations: {nulls: {type: console}, others: {type: console}}\n"
+        "routes: [{when: {n: null}, to: [nulls]}, {to: [others]}]\n",
+        environ={},
+    )
+    client = await client_for(config)
+    body = b'{"event":"x","n":1e999}'  # JSON.stringify writes Infinity as null
+    response = await client.post(
+        "/webhooks/oneroute", data=body,
+        headers={"x-oneroute-signature": sign(SECRET, b'{"event":"x","n":null}')},
+    )
+    assert response.status == 200
+    assert (await response.json())["destinations"] == ["nulls"]
+    (row,) = await store.claim("nulls", 2e9, 10, 60, "t")
+    assert row.body == b'{"event":"x","n":null}'
+    # Signed over its raw bytes, a body is kept as it came.
+    raw = b'{"event":"y", "n": 2}'
+    response = await client.post("/webhooks/oneroute", data=raw, headers=signed(raw))
+    assert (await response.json())["destinations"] == ["others"]
+    (row,) = await store.claim("others", 2e9, 10, 60, "t")
+    assert row.body == raw

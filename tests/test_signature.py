@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from relay.errors import JSONParseError
 from relay.ingest import signature as signature_module
 from relay.ingest.jsjson import js_reserialise
-from relay.ingest.signature import SIGNATURE_HEADER, Verifier, sign
+from relay.ingest.signature import SIGNATURE_HEADER, Verified, Verifier, sign
 
 DATA = Path(__file__).resolve().parent / "data" / "oneroute"
 VECTORS: list[dict[str, Any]] = json.loads((DATA / "signature-vectors.json").read_text())
@@ -188,3 +189,47 @@ def test_verifier_rejects_bad_secrets(secrets: Any, error: type[Exception]) -> N
 
 def test_verifier_accepts_any_sequence() -> None:
     assert Verifier((SECRET,)).verify(BODY, sign(SECRET, BODY))
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=lambda v: v["name"])
+def test_verify_tells_which_bytes_the_signature_covered(vector: dict[str, Any]) -> None:
+    body = vector["body"].encode()
+    verified = Verifier([vector["secret"]]).verify(body, vector["signature"])
+    assert verified is not None
+    if vector["raw_bytes_match"]:
+        assert verified == Verified(body, reserialised=False)
+    else:
+        assert verified == Verified(js_reserialise(body), reserialised=True)
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=lambda v: v["name"])
+async def test_verify_with_a_reserialiser_agrees_with_verify(vector: dict[str, Any]) -> None:
+    calls: list[bytes] = []
+
+    async def reserialise(body: bytes) -> bytes:
+        calls.append(body)
+        return js_reserialise(body)
+
+    body, verifier = vector["body"].encode(), Verifier([vector["secret"]])
+    verified = await verifier.verify_with(body, vector["signature"], reserialise)
+    assert verified == verifier.verify(body, vector["signature"])
+    assert calls == ([] if vector["raw_bytes_match"] else [body])  # only when raw fails
+    assert await verifier.verify_with(body, "0" * 128, reserialise) is None
+    assert await verifier.verify_with(body, "not hex", reserialise) is None
+    assert len(calls) == (1 if vector["raw_bytes_match"] else 2)  # not for a malformed one
+
+
+async def test_verify_with_passes_the_reserialisers_refusal_on() -> None:
+    class Busy(Exception):
+        pass
+
+    async def busy(body: bytes) -> bytes:
+        raise Busy
+
+    async def unparsable(body: bytes) -> bytes:
+        raise JSONParseError("nope")
+
+    verifier = Verifier([SECRET])
+    with pytest.raises(Busy):  # not None: the body was not checked
+        await verifier.verify_with(b"{}", sign(SECRET, b"{ }"), busy)
+    assert await verifier.verify_with(b"{", sign(SECRET, b"{}"), unparsable) is None

@@ -1,8 +1,10 @@
 """The webhook endpoint: decide, remember, answer — never call Slack or Telegram here.
 
 Only what must happen before the 200 happens here, in this order: client address (403),
-size (413), signature (401), JSON object (400), routing, one durable write (503 if it
-fails). Lanes are woken after the write and deliver in the background.
+size (413), signature (401; 503 when a large body cannot be checked now, see
+relay/ingest/offload.py), JSON object (400), routing, one durable write (503 if it
+fails). From the signature on, the body is the bytes the signature covered. Lanes are
+woken after the write and deliver in the background.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import Any
 from aiohttp import web
 
 from relay.config.model import Config
-from relay.errors import InvalidEvent, StoreUnavailable
+from relay.errors import InvalidEvent, Overloaded, StoreUnavailable
 from relay.events import conversation_key, event_name, parse_event
 from relay.ingest.clients import ClientPolicy
+from relay.ingest.offload import Reserialiser
 from relay.ingest.signature import SIGNATURE_HEADER, Verifier
 from relay.logs import fields
 from relay.metrics import Metrics
@@ -61,12 +64,14 @@ class Ingest:
         on_accepted: Callable[[Sequence[str]], None] = lambda destinations: None,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        reserialiser: Reserialiser | None = None,
     ) -> None:
         self.gate = gate
         self.store = store
         self.on_accepted = on_accepted
         self.clock = clock
         self.metrics = metrics or Metrics()
+        self.reserialiser = reserialiser or Reserialiser()
 
     def _answer(
         self, code: int, result: str, event: str | None = None, **body: Any
@@ -99,8 +104,19 @@ class Ingest:
             return self._answer(
                 408, "bad_request", error="timeout", detail="the body took too long"
             )
-        if not gate.verifier.verify(body, request.headers.get(SIGNATURE_HEADER)):
-            missing = not request.headers.get(SIGNATURE_HEADER)
+        signature = request.headers.get(SIGNATURE_HEADER)
+        try:
+            verified = await gate.verifier.verify_with(body, signature, self.reserialiser)
+        except Overloaded as error:  # not checked: 503 so that OneRoute retries, never 401
+            log.warning("refused: %s", error, extra=fields(client=str(client), bytes=len(body)))
+            return self._answer(
+                503,
+                "unavailable",
+                error="unavailable",
+                detail="too many large bodies are being verified; retry later",
+            )
+        if verified is None:
+            missing = not signature
             log.warning(
                 "refused: %s signature",
                 "missing" if missing else "invalid",
@@ -112,6 +128,9 @@ class Ingest:
                 error="unauthorized",
                 detail=f"{'missing' if missing else 'invalid'} {SIGNATURE_HEADER}",
             )
+        # From here on, the event is what the signature covered: its raw bytes, or their
+        # re-serialisation when only that matched (so its spellings are one event).
+        body = verified.signed
         try:
             event = parse_event(body)
         except InvalidEvent as error:
@@ -187,4 +206,9 @@ def build_app(ingest: Ingest, extra_routes: Sequence[web.RouteDef] = ()) -> web.
     app.router.add_post(ingest.gate.config.server.path, ingest.handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_routes(extra_routes)
+
+    async def stop_worker(app: web.Application) -> None:
+        await ingest.reserialiser.close()
+
+    app.on_cleanup.append(stop_worker)
     return app

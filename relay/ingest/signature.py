@@ -4,18 +4,23 @@ The header is the lowercase hex HMAC-SHA512 of the body. OneRoute's documented v
 hashes `JSON.stringify(req.body)` (Node's re-serialisation), not the raw bytes, so a body
 is accepted when the signature matches either the raw bytes or that re-serialisation
 (see relay.ingest.jsjson). Several secrets may be configured at once for key rotation.
+
+A match says which bytes the signature covered (`Verified.signed`): ingest stores,
+de-duplicates and parses those, so that two spellings of one signed event are one event,
+and the event routed is the one the signature vouches for (`1e999` is `null` to Node).
 """
 
 from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from relay.errors import JSONParseError
 from relay.ingest.jsjson import js_reserialise
 
-__all__ = ["SIGNATURE_HEADER", "Verifier", "sign"]
+__all__ = ["SIGNATURE_HEADER", "Reserialise", "Verified", "Verifier", "sign"]
 
 SIGNATURE_HEADER = "x-oneroute-signature"
 
@@ -26,6 +31,17 @@ _SIGNATURE = re.compile(r"[0-9a-fA-F]{128}")  # 64-byte digest; ASCII hex only
 def _key(secret: str) -> bytes:
     # Node's createHmac(alg, string) keys with the string's UTF-8 bytes.
     return secret.encode("utf-8")
+
+
+Reserialise = Callable[[bytes], Awaitable[bytes]]  # js_reserialise, maybe run elsewhere
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A body whose signature matched, and the bytes that signature covered."""
+
+    signed: bytes  # the raw body, or its JSON.stringify(JSON.parse()) when only that matched
+    reserialised: bool
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -55,25 +71,51 @@ class Verifier:
             matched |= hmac.compare_digest(hmac.digest(key, message, _DIGEST), expected)
         return matched
 
-    def verify(self, body: bytes, signature: str | None) -> bool:
-        """True when `signature` is the HMAC-SHA512 hex of the raw body, or else of
-        js_reserialise(body), under any configured secret.
+    def _expected(self, signature: str | None) -> bytes | None:
+        if not signature:
+            return None
+        signature = signature.strip()
+        if _SIGNATURE.fullmatch(signature) is None:
+            return None
+        return bytes.fromhex(signature)
+
+    def _over(self, body: bytes, canonical: bytes, expected: bytes) -> Verified | None:
+        if canonical != body and self._matches(canonical, expected):
+            return Verified(canonical, reserialised=True)
+        return None
+
+    def verify(self, body: bytes, signature: str | None) -> Verified | None:
+        """What `signature` covers, when it is the HMAC-SHA512 hex of the raw body, or else
+        of js_reserialise(body), under any configured secret; None when it is neither.
 
         The header is compared case-insensitively after stripping whitespace. A missing,
-        empty, non-hex or wrong-length signature is False without re-serialising; so is a
+        empty, non-hex or wrong-length signature is None without re-serialising; so is a
         body that JSON.parse would reject, unless its raw bytes match (JSON validity is
         checked elsewhere).
         """
-        if not signature:
-            return False
-        signature = signature.strip()
-        if _SIGNATURE.fullmatch(signature) is None:
-            return False
-        expected = bytes.fromhex(signature)
+        expected = self._expected(signature)
+        if expected is None:
+            return None
         if self._matches(body, expected):
-            return True
+            return Verified(body, reserialised=False)
         try:
             canonical = js_reserialise(body)
         except JSONParseError:
-            return False
-        return canonical != body and self._matches(canonical, expected)
+            return None
+        return self._over(body, canonical, expected)
+
+    async def verify_with(
+        self, body: bytes, signature: str | None, reserialise: Reserialise
+    ) -> Verified | None:
+        """verify(), with the re-serialisation done by `reserialise` (e.g. in another
+        process: relay.ingest.offload); its exceptions other than JSONParseError pass."""
+        expected = self._expected(signature)
+        if expected is None:
+            return None
+        if self._matches(body, expected):
+            return Verified(body, reserialised=False)
+        try:
+            canonical = await reserialise(body)
+        except JSONParseError:
+            return None
+        return self._over(body, canonical, expected)
