@@ -23,9 +23,13 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/relay serve -c $(CONFIG)
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist): most tests wait on sockets,
+# processes and timers, so four share two cores well. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 4
+
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check relay tests $(wildcard bench)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check relay tests $(wildcard bench)
