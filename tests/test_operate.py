@@ -207,6 +207,24 @@ async def test_reload_with_an_invalid_config_keeps_the_last_good_one(
     assert sample(running, "relay_config_last_reload_successful") == 0
 
 
+
+async def test_a_refused_reload_logs_no_secret(
+    start: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = await start(config_text(tmp_path, "  a: {type: console}\n"))
+    secret = "T0SECRET/B0SECRET/reloadsecretpath0123"
+    token = "xoxb-reload-token-0123456789"
+    (tmp_path / "relay.yaml").write_text(config_text(
+        tmp_path,
+        f"  hook: {{type: slack, webhook_url: 'hooks.slack.com/services/{secret}'}}\n"
+        f"  bot: {{type: slack, token: '{token} ', channel: C1}}\n"
+        "  a: {type: console}\n"))
+    with caplog.at_level(logging.ERROR, logger="relay.service"):
+        assert not await running.relay.reload()
+    assert "reload failed" in caplog.text and "webhook_url" in caplog.text
+    assert secret not in caplog.text and "reloadsecretpath" not in caplog.text
+    assert token not in caplog.text
+
 async def test_reload_dead_letters_rows_of_a_removed_destination(
     start: Any, tmp_path: Path, fake_slack: FakeSlack
 ) -> None:
