@@ -61,7 +61,16 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from relay.errors import TemplateError, TemplateRenderError
 from relay.events import text_at
 from relay.render.content import Content, extract, is_web_url, to_json
-from relay.render.markup import escape_html, escape_mrkdwn, html_link, slack_link
+from relay.render.markup import (
+    Style,
+    default_body,
+    escape_html,
+    escape_mrkdwn,
+    html_link,
+    join_lines,
+    slack_link,
+    template_note,
+)
 from relay.render.split import ATOM, CLOSE, OPEN, tokens
 from relay.render.telegram_html import telegram_html_error
 
@@ -254,6 +263,23 @@ class Template:
             if problem:
                 raise TemplateRenderError(f"output is not valid Telegram HTML: {problem}")
         return output
+
+
+def message_body(
+    event: Mapping[str, Any], content: Content, template: Template | None, style: Style
+) -> str:
+    """The text under a message's context line: the template's, when one is set and renders,
+    else the default layout — with a note saying why, when the template failed."""
+    if template is None:
+        return default_body(content, style)
+    try:
+        if template.flavor != style.flavor:
+            raise TemplateRenderError(
+                f"a {template.flavor} template cannot render for {style.flavor.capitalize()}"
+            )
+        return template.render(event)
+    except TemplateRenderError as error:
+        return join_lines(default_body(content, style), template_note(str(error), style))
 
 
 def compile_template(source: str, flavor: Flavor) -> Template:

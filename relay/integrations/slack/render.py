@@ -25,20 +25,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from relay.errors import TemplateRenderError
 from relay.render.content import Content, Media, extract
 from relay.render.markup import (
     SLACK,
     context_line,
-    default_body,
     join_lines,
     media_line,
     shorten,
     slack_url,
-    template_note,
 )
 from relay.render.split import split_markup, width
-from relay.render.template import Template
+from relay.render.template import Template, message_body
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,7 @@ def render_slack(
     content = extract(event)
     head, overflow = context_line(content, SLACK)
     body = join_lines(
-        _body(event, content, template),
+        message_body(event, content, template, SLACK),
         *overflow,
         *(media_line(media, SLACK) for media in content.media),
     )
@@ -91,17 +88,6 @@ def _part_linking(parts: list[str], url: str) -> int:
     """The part holding the image's link, so its fallback keeps it (else the last part)."""
     target = f"<{slack_url(url)}|"
     return next((index for index, part in enumerate(parts) if target in part), len(parts) - 1)
-
-
-def _body(event: Mapping[str, Any], content: Content, template: Template | None) -> str:
-    if template is None:
-        return default_body(content, SLACK)
-    try:
-        if template.flavor != "slack":
-            raise TemplateRenderError(f"a {template.flavor} template cannot render for Slack")
-        return template.render(event)
-    except TemplateRenderError as error:
-        return join_lines(default_body(content, SLACK), template_note(str(error), SLACK))
 
 
 def _message(

@@ -25,19 +25,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from relay.errors import TemplateRenderError
-from relay.render.content import Content, Media, MediaKind, extract
+from relay.render.content import Media, MediaKind, extract
 from relay.render.markup import (
     TELEGRAM,
     context_line,
-    default_body,
     join_lines,
     media_line,
-    template_note,
 )
 from relay.render.split import split_markup, width
 from relay.render.telegram_html import visible_text
-from relay.render.template import Template
+from relay.render.template import Template, message_body
 
 
 @dataclass(frozen=True)
@@ -73,7 +70,7 @@ def render_telegram(
     head, overflow = context_line(content, TELEGRAM)
     sendable = [media for media in content.media if media.linkable]
     body = join_lines(
-        _body(event, content, template),
+        message_body(event, content, template, TELEGRAM),
         *overflow,
         *(media_line(media, TELEGRAM) for media in content.media if not media.linkable),
     )
@@ -116,17 +113,6 @@ def as_plain_text(call: TelegramCall) -> TelegramCall:
             params[key] = visible_text(params[key])
     fallback = as_plain_text(call.fallback) if call.fallback else None
     return TelegramCall(call.method, params, fallback)
-
-
-def _body(event: Mapping[str, Any], content: Content, template: Template | None) -> str:
-    if template is None:
-        return default_body(content, TELEGRAM)
-    try:
-        if template.flavor != "telegram":
-            raise TemplateRenderError(f"a {template.flavor} template cannot render for Telegram")
-        return template.render(event)
-    except TemplateRenderError as error:
-        return join_lines(default_body(content, TELEGRAM), template_note(str(error), TELEGRAM))
 
 
 def _send_message(text: str, options: dict[str, Any]) -> TelegramCall:
