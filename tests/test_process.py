@@ -45,6 +45,17 @@ routes:
     return config
 
 
+async def start_relay(
+    tmp_path: Path, slack: FakeSlack, processes: list[RelayProcess], rate: float
+) -> RelayProcess:
+    """A relay process delivering to `slack`, started; stopped by the `processes` fixture."""
+    port = free_port()
+    relay = RelayProcess(write_config(tmp_path, slack, port, rate), port, SECRET)
+    processes.append(relay)
+    await relay.start()
+    return relay
+
+
 @pytest.fixture
 def processes() -> Iterator[list[RelayProcess]]:
     started: list[RelayProcess] = []
@@ -56,11 +67,8 @@ def processes() -> Iterator[list[RelayProcess]]:
 async def test_kill_9_mid_delivery_then_restart_delivers_every_acknowledged_event(
     tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess]
 ) -> None:
-    port = free_port()
-    config = write_config(tmp_path, fake_slack, port, rate=5)
-    relay = RelayProcess(config, port, SECRET)
-    processes.append(relay)
-    await relay.start()
+    relay = await start_relay(tmp_path, fake_slack, processes, rate=5)
+    config, port = relay.config, relay.port
     sent = [(c, n) for n in range(8) for c in ("a", "b", "c")]
     for conversation, n in sent:
         assert await relay.post(numbered_event(conversation, n)) == 200
@@ -83,11 +91,8 @@ async def test_kill_9_mid_delivery_then_restart_delivers_every_acknowledged_even
 async def test_sigterm_stops_intake_finishes_the_send_in_flight_and_exits_0(
     tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess]
 ) -> None:
-    port = free_port()
-    config = write_config(tmp_path, fake_slack, port, rate=100)
-    relay = RelayProcess(config, port, SECRET)
-    processes.append(relay)
-    await relay.start()
+    relay = await start_relay(tmp_path, fake_slack, processes, rate=100)
+    config, port = relay.config, relay.port
     fake_slack.faults.delay_next(1, seconds=1.5)
     assert await relay.post(numbered_event("z", 0)) == 200
     await asyncio.sleep(0.5)  # the send is now in flight, held 1.5 s by the fake
@@ -118,11 +123,8 @@ async def serve_once(config: Path) -> tuple[int, str]:
 async def test_a_busy_port_or_a_missing_store_directory_is_one_clear_line(
     tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess]
 ) -> None:
-    port = free_port()
-    config = write_config(tmp_path, fake_slack, port, rate=1)
-    first = RelayProcess(config, port, SECRET)
-    processes.append(first)
-    await first.start()
+    first = await start_relay(tmp_path, fake_slack, processes, rate=1)
+    config, port = first.config, first.port
     second = tmp_path / "second"
     second.mkdir()
     (second / "relay.yaml").write_text(config.read_text().replace(
@@ -141,11 +143,7 @@ async def test_a_busy_port_or_a_missing_store_directory_is_one_clear_line(
 async def test_sigterm_exits_0_after_odd_answers_and_with_a_lane_paused(
     tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess]
 ) -> None:
-    port = free_port()
-    config = write_config(tmp_path, fake_slack, port, rate=100)
-    relay = RelayProcess(config, port, SECRET)
-    processes.append(relay)
-    await relay.start()
+    relay = await start_relay(tmp_path, fake_slack, processes, rate=100)
     # A JSON list (slack-sdk cannot read it), invalid UTF-8, then a huge Retry-After.
     fake_slack.faults.answer_next(status=200, body=b"[1]", content_type="application/json")
     fake_slack.faults.answer_next(status=200, body=b"\xff\xfe", content_type="text/plain")
@@ -165,11 +163,8 @@ async def test_a_second_relay_on_the_same_sqlite_file_refuses_to_start_with_one_
 ) -> None:
     """Two relays on one file would both deliver everything: the second one stops at start,
     and the first one goes on as if nothing happened."""
-    port = free_port()
-    config = write_config(tmp_path, fake_slack, port, rate=100)
-    first = RelayProcess(config, port, SECRET)
-    processes.append(first)
-    await first.start()
+    first = await start_relay(tmp_path, fake_slack, processes, rate=100)
+    config, port = first.config, first.port
     assert first.process is not None
     (tmp_path / "second").mkdir()
     other_port = free_port()
