@@ -121,27 +121,31 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_route(args: argparse.Namespace) -> int:
     config = _load(args)
-    event = _read_event(args.event)
-    decision = decide(config.routes, event)
+    events = [_read_event(file) for file in args.events]
+    decisions = [decide(config.routes, event) for event in events]
     if args.render:
         from relay.destinations import preview
         from relay.integrations.base import BuildContext
 
         context = BuildContext(Path(args.config).parent, config.delivery.timeout, args.redactor)
-        rendered = {
-            name: preview(name, config.destinations[name], event, context)
-            for name in decision.destinations
-            if config.destinations[name].enabled
-        }
+        rendered = {}
+        for name, destination in config.destinations.items():
+            # The events routed here, as the lane would send them if all were due at once.
+            routed = [e for e, d in zip(events, decisions, strict=True) if name in d.destinations]
+            if routed and destination.enabled:
+                rendered[name] = preview(name, destination, routed, context)
         print(args.redactor(json.dumps(rendered, indent=2, ensure_ascii=False)))
         return EXIT_OK
-    print(f"routes: {', '.join(decision.routes) or '(none matched)'}")
-    if not decision.destinations:
-        print("destinations: (none: the event is stored and not delivered)")
-    for name in decision.destinations:
-        destination = config.destinations[name]
-        state = "" if destination.enabled else " (off: not delivered)"
-        print(f"  -> {name} ({destination.type}){state}")
+    for file, decision in zip(args.events, decisions, strict=True):
+        if len(events) > 1:
+            print(f"{file}:")
+        print(f"routes: {', '.join(decision.routes) or '(none matched)'}")
+        if not decision.destinations:
+            print("destinations: (none: the event is stored and not delivered)")
+        for name in decision.destinations:
+            destination = config.destinations[name]
+            state = "" if destination.enabled else " (off: not delivered)"
+            print(f"  -> {name} ({destination.type}){state}")
     return EXIT_OK
 
 
@@ -260,7 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     command("check", "validate the config; exit 0, or 1 with every error", cmd_check)
     route = command("route", "which routes and destinations an event takes", cmd_route)
-    route.add_argument("event", metavar="EVENT.json", help="a OneRoute event body (- for stdin)")
+    route.add_argument(
+        "events",
+        nargs="+",
+        metavar="EVENT.json",
+        help="OneRoute event bodies (- for stdin); with several and --render, each destination "
+        "shows them coalesced, as if all were due at once",
+    )
     route.add_argument("--render", action="store_true", help="print the exact API payloads")
     sign = command("sign", "print the x-oneroute-signature for a body (for curl)", cmd_sign)
     sign.add_argument("event", metavar="EVENT.json", help="the exact body to sign (- for stdin)")

@@ -6,7 +6,7 @@ so adding a platform is one package and one line here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from relay.config.model import Destination
@@ -38,8 +38,12 @@ def limits_for(name: str, destination: Destination) -> tuple[Limit, ...]:
 
 
 def preview(
-    name: str, destination: Destination, event: Mapping[str, Any], context: BuildContext
+    name: str,
+    destination: Destination,
+    events: Sequence[Mapping[str, Any]],
+    context: BuildContext,
 ) -> list[dict[str, Any]]:
-    """The exact API calls a destination would receive for `event` (`relay route --render`):
-    built by the same renderer and request builder as the lane's."""
-    return build_courier(name, destination, context).preview(event)
+    """The exact API calls a destination would receive for `events` due at once (`relay
+    route --render`): built by the same renderer, coalescing and request builder as the
+    lane's."""
+    return build_courier(name, destination, context).preview(events)

@@ -21,10 +21,11 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from relay.coalesce import pack
 from relay.errors import Reason, StoreUnavailable
 from relay.events import parse_event
 from relay.integrations.base import Courier
@@ -61,7 +62,8 @@ async def wait_for_wake(wake: asyncio.Event, seconds: float) -> None:
 class LaneSettings:
     owner: str  # this process's id: leases it holds
     give_up_after: float = 24 * 3600.0
-    claim_limit: int = 16
+    claim_limit: int = 16  # heads of conversations claimed at once, to coalesce across them
+    run: int = 32  # rows of one conversation claimed behind its head, to coalesce
     lease: float = 120.0  # a claimed row's lease; the lane lock is what makes claims exclusive
     poll: float = 1.0  # look for rows written by others (another instance, `dead retry`)
     lane_ttl: float = 15.0  # how long a lane lock outlives its holder (delivery.lane_lease)
@@ -175,29 +177,52 @@ class Lane:
                 await self._idle(paused)
                 continue
             try:
-                rows = await self._claim()
-                if rows is None:  # another instance delivers for this destination now
-                    await self._idle(self.settings.poll)
-                elif not rows:
-                    await self._idle(await self._until_due())
-                else:
-                    await self._deliver_all(rows)
+                await self._next_message()
             except StoreUnavailable as error:  # an outage, not a bug: wait and look again
                 log.error(
                     "store unavailable: %s", error, extra=fields(destination=self.destination)
                 )
                 await self._idle(self.settings.poll * 5)
 
+    async def _next_message(self) -> None:
+        """Claim what is due and send the next message: one event, or several coalesced.
+
+        When the pacer makes the message wait, the rows go back and what is due is claimed
+        again once it may go, so that events arriving meanwhile join it (README: "Keeping
+        up with a busy line"). An idle destination sends each event at once."""
+        rows = await self._claim()
+        if rows is None:  # another instance delivers for this destination now
+            await self._idle(self.settings.poll)
+            return
+        if not rows:
+            await self._idle(await self._until_due())
+            return
+        delay = self.pacer.reserve(self.courier.limits)
+        if delay > 0:
+            await self.store.release([row.id for row in rows])
+            await self.pacer.sleep(delay)
+            if self._stopping or self.clock() < self._pause.until:
+                return
+            rows = await self._claim()
+            if not rows:
+                return
+        await self.deliver(rows)
+
     async def _claim(self) -> list[Claimed] | None:
-        """Due rows, or None when this instance does not hold the destination's lane."""
+        """Due rows, or None when this instance does not hold the destination's lane. With
+        coalescing, also the rows behind each head that may share its message: of one
+        conversation with threads (they share its thread), of several without."""
         if not await self._hold_lane():
             return None
+        coalescing = self.courier.joiner is not None
+        heads = self.settings.claim_limit if coalescing and not self.courier.threads else 1
         return await self.store.claim(
             self.destination,
             self.clock(),
-            self.settings.claim_limit,
+            heads,
             self.settings.lease,
             self.settings.owner,
+            run=self.settings.run if coalescing else 1,
         )
 
     async def _hold_lane(self) -> bool:
@@ -212,30 +237,6 @@ class Lane:
         self._held_at = now if held else float("-inf")
         return held
 
-    async def _deliver_all(self, rows: list[Claimed]) -> None:
-        for index, row in enumerate(rows):
-            try:
-                if (
-                    self._stopping
-                    or self.clock() < self._pause.until
-                    or not (await self._hold_lane())
-                ):
-                    await self.store.release([r.id for r in rows[index:]])
-                    return
-                await self.deliver(row)
-            except StoreUnavailable as error:
-                # The outcome could not be recorded: the row will be sent again (at least
-                # once). Give the rows back if the store lets us, so they are not held up.
-                log.error(
-                    "could not record a delivery outcome: %s",
-                    error,
-                    extra=fields(destination=self.destination, delivery_id=row.id),
-                )
-                with contextlib.suppress(StoreUnavailable):
-                    await self.store.release([r.id for r in rows[index:]])
-                await self._idle(self.settings.poll * 5)
-                return
-
     async def _until_due(self) -> float:
         due = await self.store.next_due(self.destination, self.settings.owner)
         if due is None:
@@ -249,54 +250,79 @@ class Lane:
         await self._wait(self._wake, seconds)
         self._wake.clear()
 
-    # --- one delivery -------------------------------------------------------------------------
+    # --- one message --------------------------------------------------------------------------
 
-    async def deliver(self, row: Claimed) -> None:
-        """Deliver one row and record the outcome. Raises only StoreUnavailable (the outcome
-        could not be recorded); any other failure becomes a retry with reason internal_error."""
+    async def deliver(self, rows: Sequence[Claimed]) -> None:
+        """Send the next message for `rows` (due, oldest first) and record its outcome for
+        every row it carries; the others are given back. Raises only StoreUnavailable (an
+        outcome could not be recorded); any other failure — a bug — becomes a retry of the
+        rows with reason internal_error, logged once with its traceback."""
+        carried: list[Claimed] = [rows[0]]
         try:
-            await self._deliver(row)
+            packed = pack(
+                rows, self._render, self.courier.joiner, _conversation, self.courier.threads
+            )
+            carried = packed.rows
+            await self._send(carried, packed.messages)
+        except _Unrenderable as error:  # a bad body or a renderer bug must not block the lane
+            log.error("could not render", exc_info=error.__cause__, extra=self._fields(rows[0]))
+            await self._bury(carried, Permanent(Reason.RENDER_ERROR, describe(error.__cause__)))
         except (StoreUnavailable, asyncio.CancelledError):
             raise
         except Exception as error:
             log.exception(
                 "internal error while delivering; retrying later",
-                extra=self._fields(row, reason=Reason.INTERNAL_ERROR),
+                extra=self._fields(carried[0], reason=Reason.INTERNAL_ERROR),
             )
             failure = RetryLater(Reason.INTERNAL_ERROR, short_detail(describe(error)))
-            await self._retry_later(row, failure, logged=True)
+            await self._retry_later(carried, failure, logged=True)
+        finally:
+            rest = [row.id for row in rows if row not in carried]
+            if rest:
+                await self.store.release(rest)
 
-    async def _deliver(self, row: Claimed) -> None:
+    def _render(self, row: Claimed) -> Sequence[Any]:
         try:
-            messages = self.courier.render(parse_event(row.body))
-        except Exception as error:  # a bad body or a renderer bug must not block the lane
-            log.exception("could not render", extra=self._fields(row))
-            await self._bury(row, Permanent(Reason.RENDER_ERROR, describe(error)))
-            return
-        thread = await self._thread_parent(row)
-        for part in range(row.progress, len(messages)):
-            await self.pacer.wait(self.courier.limits)
+            return self.courier.render(parse_event(row.body))
+        except Exception as error:
+            raise _Unrenderable from error
+
+    async def _send(self, rows: list[Claimed], messages: Sequence[Any]) -> None:
+        """Send `messages` (the parts of one event, from where it stopped, or one message
+        carrying every row) and record the outcome. The first part's pacing slot is taken."""
+        first = rows[0]
+        thread = await self._thread_parent(first)
+        start = first.progress if len(rows) == 1 else 0
+        for part in range(start, len(messages)):
+            if part > start:
+                await self.pacer.wait(self.courier.limits)
             try:
                 outcome = await self.courier.send(messages[part], thread)
             finally:
                 self.pacer.sent(self.courier.limits)
             if isinstance(outcome, Sent):
-                thread = await self._remember_parent(row, thread, outcome.ref)
+                thread = await self._remember_parent(first, thread, outcome.ref)
                 if part + 1 < len(messages):
-                    await self.store.save_progress(row.id, part + 1)
+                    await self.store.save_progress(first.id, part + 1)
                 continue
             if isinstance(outcome, RetryLater):
-                await self._retry_later(row, outcome)
+                await self._retry_later(rows, outcome)
             else:
-                await self._bury(row, outcome)
+                await self._bury(rows, outcome)
             return
+        await self._sent(rows, len(messages))
+
+    async def _sent(self, rows: list[Claimed], parts: int) -> None:
         now = self.clock()
-        await self.store.mark_sent(row.id, now)
-        self.metrics.deliveries.labels(self.destination, "sent", "").inc()
-        self.metrics.delivery_latency.labels(self.destination).observe(
-            max(0.0, now - row.created_at)
-        )
-        log.info("sent", extra=self._fields(row, parts=len(messages)))
+        await self.store.mark_sent([row.id for row in rows], now)
+        self.metrics.messages.labels(self.destination).inc(parts)
+        sent = self.metrics.deliveries.labels(self.destination, "sent", "")
+        latency = self.metrics.delivery_latency.labels(self.destination)
+        for row in rows:
+            sent.inc()
+            latency.observe(max(0.0, now - row.created_at))
+            together = {"events_in_message": len(rows)} if len(rows) > 1 else {"parts": parts}
+            log.info("sent", extra=self._fields(row, **together))
 
     async def _thread_parent(self, row: Claimed) -> str | None:
         if not self.courier.threads or row.conversation is None:
@@ -317,44 +343,54 @@ class Lane:
         self._parents[row.conversation] = parent
         return parent
 
-    async def _retry_later(self, row: Claimed, outcome: RetryLater, logged: bool = False) -> None:
+    async def _retry_later(
+        self, rows: list[Claimed], outcome: RetryLater, logged: bool = False
+    ) -> None:
+        """Retry every row of the message together (backoff, or the server's Retry-After,
+        capped at MAX_PAUSE), or dead-letter them once the oldest's window has passed."""
         outcome = outcome.masked(self.redact)
         now = self.clock()
         after = None if outcome.after is None else min(max(outcome.after, 0.0), MAX_PAUSE)
         if outcome.rate_limited and after:
             self._pause = Pause(max(self._pause.until, now + after), outcome.detail)
             self.pacer.hold(self.courier.limits, after)
-        delay = after if after is not None else backoff(row.attempts, self.rng)
-        if now + delay > row.retry_from + self.settings.give_up_after:
+        attempts = max(row.attempts for row in rows)
+        delay = after if after is not None else backoff(attempts, self.rng)
+        if now + delay > min(row.retry_from for row in rows) + self.settings.give_up_after:
             hours = self.settings.give_up_after / 3600
             await self._bury(
-                row,
+                rows,
                 Permanent(
                     Reason.GAVE_UP,
-                    f"still failing after {row.attempts + 1} attempts "
+                    f"still failing after {attempts + 1} attempts "
                     f"over {hours:g} h; last: {outcome.reason}: {outcome.detail}",
                 ),
             )
             return
-        await self.store.retry_later(row.id, now + delay, outcome.reason, outcome.detail)
-        self.metrics.deliveries.labels(self.destination, "retried", outcome.reason).inc()
+        ids = [row.id for row in rows]
+        await self.store.retry_later(ids, now + delay, outcome.reason, outcome.detail)
+        self.metrics.deliveries.labels(self.destination, "retried", outcome.reason).inc(len(rows))
         if not logged:
-            log.warning(
-                "retrying in %.1f s: %s",
-                delay,
+            for row in rows:
+                log.warning(
+                    "retrying in %.1f s: %s",
+                    delay,
+                    outcome.detail or outcome.reason,
+                    extra=self._fields(row, reason=outcome.reason),
+                )
+
+    async def _bury(self, rows: list[Claimed], outcome: Failure) -> None:
+        outcome = outcome.masked(self.redact)
+        await self.store.bury(
+            [row.id for row in rows], self.clock(), outcome.reason, outcome.detail
+        )
+        self.metrics.deliveries.labels(self.destination, "dead", outcome.reason).inc(len(rows))
+        for row in rows:
+            log.error(
+                "dead: %s",
                 outcome.detail or outcome.reason,
                 extra=self._fields(row, reason=outcome.reason),
             )
-
-    async def _bury(self, row: Claimed, outcome: Failure) -> None:
-        outcome = outcome.masked(self.redact)
-        await self.store.bury(row.id, self.clock(), outcome.reason, outcome.detail)
-        self.metrics.deliveries.labels(self.destination, "dead", outcome.reason).inc()
-        log.error(
-            "dead: %s",
-            outcome.detail or outcome.reason,
-            extra=self._fields(row, reason=outcome.reason),
-        )
 
     def _fields(self, row: Claimed, **more: Any) -> dict[str, Any]:
         return fields(
@@ -365,3 +401,12 @@ class Lane:
             attempt=row.attempts + 1,
             **more,
         )
+
+
+class _Unrenderable(Exception):  # carries a render failure to deliver()
+    """The first row of a message could not be rendered: it is dead-lettered."""
+
+
+def _conversation(row: Claimed) -> str:
+    """Per-conversation order's key; a row without a conversation is alone in its own."""
+    return row.conversation if row.conversation is not None else f"#{row.id}"

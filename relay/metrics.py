@@ -41,6 +41,13 @@ class Metrics:
             ["destination", "outcome", "reason"],
             registry=r,
         )
+        self.messages = Counter(
+            "relay_messages_sent",
+            "Messages posted: one carries several events when the relay coalesces, and a long "
+            "event may need several.",
+            ["destination"],
+            registry=r,
+        )
         self.delivery_latency = Histogram(
             "relay_delivery_latency_seconds",
             "From the event's acceptance to its delivery being sent.",

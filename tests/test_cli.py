@@ -179,7 +179,7 @@ def test_dead_list_and_retry(
             ("telegram", "unauthorized", f"token {TELEGRAM_TOKEN} was rejected"),
         ]:
             (row,) = await store.claim(destination, 1e9 + 1, 1, 60, "t")
-            await store.bury(row.id, 1e9 + 2, reason, detail)
+            await store.bury([row.id], 1e9 + 2, reason, detail)
         await store.close()
 
     asyncio.run(prepare())

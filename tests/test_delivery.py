@@ -124,10 +124,10 @@ async def test_outage_of_several_seconds_loses_nothing_and_keeps_order(
     assert fake_slack.messages == []
     assert fake_slack.count(503) >= 3
     fake_slack.faults.clear()
-    await until(lambda: len(fake_slack.messages) == 12)
-    texts = [post.text for post in fake_slack.messages]
+    texts = lambda: [post.text for post in fake_slack.messages]  # noqa: E731
+    await until(lambda: sum(len(numbers(texts(), c)) for c in conversations) == 12)
     for conversation in conversations:
-        assert numbers(texts, conversation) == [0, 1, 2, 3]
+        assert numbers(texts(), conversation) == [0, 1, 2, 3]
 
 
 async def test_429_storm_with_retry_after_is_honoured(
@@ -138,8 +138,9 @@ async def test_429_storm_with_retry_after_is_honoured(
     started = time.monotonic()
     for n in range(5):
         assert await harness.post(event("x", n)) == 200
-    await until(lambda: len(fake_telegram.messages) == 5)
-    assert numbers([p.text for p in fake_telegram.messages], "x") == [0, 1, 2, 3, 4]
+    texts = lambda: [p.text for p in fake_telegram.messages]  # noqa: E731
+    await until(lambda: len(numbers(texts(), "x")) == 5)  # in one message or several
+    assert numbers(texts(), "x") == [0, 1, 2, 3, 4]
     # Three 429s in a row, each with retry_after 0.4 s: the lane waited each time.
     assert time.monotonic() - started >= 1.2
     assert fake_telegram.count(429) == 3
@@ -176,8 +177,8 @@ async def test_permanent_errors_are_dead_lettered_after_one_attempt(
 
 
 async def test_slack_threads_by_conversation(make_relay: Any, fake_slack: FakeSlack) -> None:
-    harness = await make_relay(slack_destination(
-        fake_slack, "max_per_second: 100\n      thread_by_conversation: true"))
+    options = "max_per_second: 100\n      thread_by_conversation: true\n      coalesce: false"
+    harness = await make_relay(slack_destination(fake_slack, options))
     # Two messages of a new conversation arriving together make one parent, not two.
     statuses = await asyncio.gather(harness.post(event("t", 0)), harness.post(event("t", 1)))
     assert statuses == [200, 200]
@@ -206,6 +207,7 @@ async def test_telegram_replies_by_conversation_and_topic(
       topic_id: 7
       thread_by_conversation: true
       max_per_second: 100
+      coalesce: false
       api_url: {fake_telegram.api_url}
     """)
     for n in range(3):
@@ -247,7 +249,7 @@ async def test_pacing_keeps_to_one_message_per_second_per_channel(
     make_relay: Any, fake_slack: FakeSlack
 ) -> None:
     fake_slack.enforce_rate_limit(messages=1, per=1.0)
-    harness = await make_relay(slack_destination(fake_slack, extra=""))
+    harness = await make_relay(slack_destination(fake_slack, extra="coalesce: false"))
     for n in range(4):
         assert await harness.post(event("s", n)) == 200
     await until(lambda: len(fake_slack.messages) == 4, within=15)
@@ -291,14 +293,14 @@ async def test_an_odd_answer_is_retried_and_the_lane_goes_on(
     fake.faults.answer_next(2, status=status, body=body, content_type=content_type)
     assert await harness.post(event("o", 0)) == 200
     assert await harness.post(event("p", 0)) == 200
-    await until(lambda: len(fake.messages) == 2, within=15)
-    texts = [m.text for m in fake.messages]
-    assert (numbers(texts, "o"), numbers(texts, "p")) == ([0], [0])
+    texts = lambda: [m.text for m in fake.messages]  # noqa: E731
+    await until(lambda: numbers(texts(), "o") and numbers(texts(), "p"), within=15)
+    assert (numbers(texts(), "o"), numbers(texts(), "p")) == ([0], [0])
     store = harness.relay.store
     assert await store.dead_count() == 0 and await store.backlog() == []
     assert harness.relay.lanes["dest"].running
     retried = {"destination": "dest", "outcome": "retried", "reason": "bad_answer"}
-    assert harness.relay.metrics.sample("relay_deliveries_total", **retried) == 2
+    assert harness.relay.metrics.sample("relay_deliveries_total", **retried) >= 2  # per event
 
 
 async def test_a_bug_while_delivering_one_message_is_logged_counted_and_retried(
@@ -363,12 +365,12 @@ async def test_a_failing_lane_loop_starts_again(
     real_claim = store.claim
     failures = 0
 
-    async def claim_once_broken(*args: Any) -> Any:
+    async def claim_once_broken(*args: Any, **options: Any) -> Any:
         nonlocal failures
         if failures == 0:
             failures += 1
             raise RuntimeError("unexpected")
-        return await real_claim(*args)
+        return await real_claim(*args, **options)
 
     store.claim = claim_once_broken  # type: ignore[method-assign]
     assert await harness.post(event("l", 0)) == 200

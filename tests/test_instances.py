@@ -39,6 +39,7 @@ destinations:
     channel: {fake_slack_module.CHANNEL}
     api_url: {slack.api_url}
     max_per_second: {RATE}
+    coalesce: false   # one message per event: what these tests count
 routes:
   - to: [dest]
 """)

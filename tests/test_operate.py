@@ -123,7 +123,8 @@ async def test_metrics_count_requests_deliveries_and_backlog(
     assert await running.post(event("m", 2, name="secret customer text")) == 200
     response = await running.client.post("/webhooks/oneroute", data=b"{}")
     assert response.status == 401
-    await until(lambda: len(fake_slack.messages) == 2)
+    sent = {"destination": "a", "outcome": "sent", "reason": ""}
+    await until(lambda: sample(running, "relay_deliveries_total", sent) == sent_before + 2)
     dead = {"destination": "gone", "outcome": "dead", "reason": "channel_not_found"}
     await until(lambda: sample(running, "relay_deliveries_total", dead) == dead_before + 2)
     text = await (await running.client.get("/metrics")).text()

@@ -24,7 +24,10 @@ from tests.waiting import until
 SECRET = "process-test-secret"
 
 
-def write_config(tmp_path: Path, slack: FakeSlack, port: int, rate: float) -> Path:
+def write_config(
+    tmp_path: Path, slack: FakeSlack, port: int, rate: float, coalesce: bool = False
+) -> Path:
+    """One Slack destination; one message per event unless `coalesce`."""
     config = tmp_path / "relay.yaml"
     config.write_text(
         f"""
@@ -38,6 +41,7 @@ destinations:
     channel: {fake_slack_module.CHANNEL}
     api_url: {slack.api_url}
     max_per_second: {rate}
+    coalesce: {str(coalesce).lower()}
 routes:
   - to: [dest]
 """
@@ -46,11 +50,15 @@ routes:
 
 
 async def start_relay(
-    tmp_path: Path, slack: FakeSlack, processes: list[RelayProcess], rate: float
+    tmp_path: Path,
+    slack: FakeSlack,
+    processes: list[RelayProcess],
+    rate: float,
+    coalesce: bool = False,
 ) -> RelayProcess:
     """A relay process delivering to `slack`, started; stopped by the `processes` fixture."""
     port = free_port()
-    relay = RelayProcess(write_config(tmp_path, slack, port, rate), port, SECRET)
+    relay = RelayProcess(write_config(tmp_path, slack, port, rate, coalesce), port, SECRET)
     processes.append(relay)
     await relay.start()
     return relay

@@ -93,14 +93,14 @@ async def test_conversation_order_only_heads_are_claimed(store: Store) -> None:
     assert [r.event_id for r in rows] == [a1.event_id, b1.event_id, none1.event_id,
                                           none2.event_id]
     # A1 retried later: A2 still waits behind it; nothing else is due.
-    await store.retry_later(rows[0].id, T0 + 100, "server_error", "HTTP 503")
+    await store.retry_later([rows[0].id], T0 + 100, "server_error", "HTTP 503")
     for row in rows[1:]:
-        await store.mark_sent(row.id, T0 + 2)
+        await store.mark_sent([row.id], T0 + 2)
     assert await claim_ids(store, now=T0 + 50) == []
     assert await store.next_due("a", "me") == T0 + 100  # A2 waits for A1, not for its time
     (retried,) = await store.claim("a", T0 + 100, 10, 60.0, "me")
     assert retried.event_id == a1.event_id and retried.attempts == 1
-    await store.bury(retried.id, T0 + 101, "forbidden", "bot was kicked")
+    await store.bury([retried.id], T0 + 101, "forbidden", "bot was kicked")
     (next_row,) = await store.claim("a", T0 + 101, 10, 60.0, "me")
     assert next_row.event_id == a2.event_id  # a dead row no longer blocks its conversation
 
@@ -135,8 +135,8 @@ async def test_dead_letters_and_revive(store: Store) -> None:
     rows = (await store.claim("a", T0 + 1, 10, 60.0, "me")) + (
         await store.claim("b", T0 + 1, 10, 60.0, "me")
     )
-    await store.bury(rows[0].id, T0 + 5, "channel_not_found", "no such channel C1")
-    await store.bury(rows[1].id, T0 + 6, "unauthorized", "invalid_auth")
+    await store.bury([rows[0].id], T0 + 5, "channel_not_found", "no such channel C1")
+    await store.bury([rows[1].id], T0 + 6, "unauthorized", "invalid_auth")
     letters = await store.dead_letters()
     assert [(d.destination, d.reason, d.detail, d.died_at, d.attempts) for d in letters] == [
         ("a", "channel_not_found", "no such channel C1", T0 + 5, 1),
@@ -172,8 +172,8 @@ async def test_prune_deletes_only_old_delivered_events(store: Store) -> None:
     dead = await store.accept(incoming(b"dead", conversation=None))
     await store.accept(incoming(b"pending", conversation=None, at=T0 + 1))
     rows = {r.event_id: r for r in await store.claim("a", T0 + 2, 10, 60.0, "me")}
-    await store.mark_sent(rows[sent.event_id].id, T0 + 3)
-    await store.bury(rows[dead.event_id].id, T0 + 3, "bad_request", "")
+    await store.mark_sent([rows[sent.event_id].id], T0 + 3)
+    await store.bury([rows[dead.event_id].id], T0 + 3, "bad_request", "")
     assert await store.prune(T0 + 3600, retention=7200) == 0  # not old enough yet
     assert await store.prune(T0 + 10 * 86400, retention=7 * 86400) == 1
     assert await store.dead_count() == 1
@@ -236,7 +236,7 @@ async def test_ids_are_never_reused_after_pruning(store: Store) -> None:
     its id must not go to a new event, or a duplicate's answer would name the wrong one."""
     old = await store.accept(incoming(b"old", conversation=None))
     (row,) = await store.claim("a", T0 + 1, 10, 60.0, "me")
-    await store.mark_sent(row.id, T0 + 2)
+    await store.mark_sent([row.id], T0 + 2)
     assert await store.prune(T0 + 7200, retention=3600) == 1  # the newest event, gone
 
     new = await store.accept(incoming(b"new", conversation=None, at=T0 + 7200))

@@ -59,7 +59,7 @@ async def test_a_second_serving_store_on_one_file_is_refused_but_readers_are_not
         # `relay dead list` / `relay dead retry` open the file without the lock.
         await serving.accept(incoming(b"1"))
         (row,) = await serving.claim("a", T0 + 1, 10, 60.0, "me")
-        await serving.bury(row.id, T0 + 2, "forbidden", "bot was kicked")
+        await serving.bury([row.id], T0 + 2, "forbidden", "bot was kicked")
         reader = store_for(f"sqlite:///{path}")
         await reader.open()
         try:

@@ -125,6 +125,11 @@ class DestinationBase(Strict):
     max_per_second: Rate | None = Field(
         None, description="replaces the platform's documented rate limits for this destination"
     )
+    coalesce: bool = Field(
+        True,
+        description="when several events are due at once, send them in one message (within "
+        "the platform's limits); false sends each event on its own",
+    )
 
     template: str | None = Field(
         None,

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
+from relay.coalesce import Joiner, pack
 from relay.config.types import DestinationBase
+from relay.events import conversation_key
 from relay.outcome import Outcome
 from relay.pacing import Limit
 from relay.redact import Redactor
@@ -53,22 +55,36 @@ class Sender(Protocol[M]):
 
 @dataclass
 class Courier(Generic[M]):
-    """What a destination's lane uses: render (pure), send, the limits to pace by, and
-    whether later messages of a conversation go under its first one."""
+    """What a destination's lane uses: render (pure), send, the limits to pace by, whether
+    later messages of a conversation go under its first one, and how several events share
+    one message (`joiner`; None when the destination says `coalesce: false`)."""
 
     render: Callable[[Mapping[str, Any]], Sequence[M]]
     sender: Sender[M]
     limits: tuple[Limit, ...] = ()
     threads: bool = False
+    joiner: Joiner[M] | None = None
     fingerprint: str = ""  # what the courier was built from, beyond the config (templates)
 
     async def send(self, message: M, thread: str | None) -> Outcome:
         return await self.sender.send(message, thread)
 
-    def preview(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The exact calls for `event` (thread fields are left out: they depend on what
-        was sent before)."""
-        return [self.sender.request(message, None).preview() for message in self.render(event)]
+    def preview(self, events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The exact calls for `events` due at once, coalesced as the lane would (thread
+        fields are left out: they depend on what was sent before)."""
+        waiting = list(range(len(events)))
+        calls: list[dict[str, Any]] = []
+        while waiting:
+            packed = pack(
+                waiting,
+                lambda index: self.render(events[index]),
+                self.joiner,
+                lambda index: conversation_key(events[index]) or f"#{index}",
+                self.threads,
+            )
+            calls += [self.sender.request(message, None).preview() for message in packed.messages]
+            waiting = [index for index in waiting if index not in packed.rows]
+        return calls
 
     async def close(self) -> None:
         await self.sender.close()

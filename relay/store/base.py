@@ -104,7 +104,7 @@ class LaneStore(Protocol):
         """Give the lane up (a clean stop), so another instance takes it at once."""
 
     async def claim(
-        self, destination: str, now: float, limit: int, lease: float, owner: str
+        self, destination: str, now: float, limit: int, lease: float, owner: str, run: int = 1
     ) -> list[Claimed]:
         """Lease up to `limit` due rows to `owner`, oldest first, heads of conversations."""
 
@@ -114,11 +114,11 @@ class LaneStore(Protocol):
     async def save_progress(self, delivery_id: int, progress: int) -> None:
         """Record how many messages of the row's rendering were sent."""
 
-    async def mark_sent(self, delivery_id: int, now: float) -> None: ...
+    async def mark_sent(self, ids: Sequence[int], now: float) -> None: ...
     async def retry_later(
-        self, delivery_id: int, next_at: float, reason: str, detail: str
+        self, ids: Sequence[int], next_at: float, reason: str, detail: str
     ) -> None: ...
-    async def bury(self, delivery_id: int, now: float, reason: str, detail: str) -> None:
+    async def bury(self, ids: Sequence[int], now: float, reason: str, detail: str) -> None:
         """Dead-letter the row: it is not tried again unless an operator revives it."""
 
     async def next_due(self, destination: str, owner: str) -> float | None:

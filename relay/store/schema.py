@@ -147,6 +147,23 @@ CLAIM = Statement(
     rows=True,
 )
 
+# The due pending rows of a conversation behind its head, to share its message.
+CLAIM_FOLLOWERS = Statement(
+    """
+    WITH picked AS (
+        SELECT d.id FROM deliveries AS d
+        WHERE d.destination = :destination AND d.conversation = :conversation
+          AND d.state = 'pending' AND d.id > :after AND d.next_at <= :now
+        ORDER BY d.id LIMIT :limit {skip_locked}
+    )
+    UPDATE deliveries SET lease_until = :lease_until, lease_owner = :owner
+    WHERE id IN (SELECT id FROM picked)
+    RETURNING id, event_id, destination, conversation, attempts, progress, created_at,
+        retry_from, (SELECT body FROM events WHERE events.id = deliveries.event_id)
+    """,
+    rows=True,
+)
+
 # When the next row becomes claimable: heads of conversations only (a row behind another
 # waits for it, not for its own time), and not rows this owner is delivering right now.
 NEXT_DUE = Statement(

@@ -56,19 +56,28 @@ class SharedStore(ABC):
     # --- lanes --------------------------------------------------------------------------------
 
     async def claim(
-        self, destination: str, now: float, limit: int, lease: float, owner: str
+        self, destination: str, now: float, limit: int, lease: float, owner: str, run: int = 1
     ) -> list[Claimed]:
+        params = {"now": now, "lease_until": now + lease, "owner": owner}
         (rows,) = await self._write(
-            step(
-                schema.CLAIM,
-                destination=destination,
-                now=now,
-                limit=limit,
-                lease_until=now + lease,
-                owner=owner,
-            )
+            step(schema.CLAIM, destination=destination, limit=limit, **params)
         )
-        return sorted((Claimed(*row) for row in rows), key=lambda claimed: claimed.id)
+        claimed = [Claimed(*row) for row in rows]
+        for head in list(claimed) if run > 1 else []:
+            if head.conversation is None:
+                continue
+            (followers,) = await self._write(
+                step(
+                    schema.CLAIM_FOLLOWERS,
+                    destination=destination,
+                    conversation=head.conversation,
+                    after=head.id,
+                    limit=run - 1,
+                    **params,
+                )
+            )
+            claimed += [Claimed(*row) for row in followers]
+        return sorted(claimed, key=lambda row: row.id)
 
     async def release(self, ids: Sequence[int]) -> None:
         if ids:
@@ -77,17 +86,22 @@ class SharedStore(ABC):
     async def save_progress(self, delivery_id: int, progress: int) -> None:
         await self._write(step(schema.SAVE_PROGRESS, id=delivery_id, progress=progress))
 
-    async def mark_sent(self, delivery_id: int, now: float) -> None:
-        await self._write(step(schema.MARK_SENT, id=delivery_id, now=now))
+    async def mark_sent(self, ids: Sequence[int], now: float) -> None:
+        await self._write(*(step(schema.MARK_SENT, id=i, now=now) for i in ids))
 
-    async def retry_later(self, delivery_id: int, next_at: float, reason: str, detail: str) -> None:
+    async def retry_later(
+        self, ids: Sequence[int], next_at: float, reason: str, detail: str
+    ) -> None:
         await self._write(
-            step(schema.RETRY_LATER, id=delivery_id, next_at=next_at, reason=reason, detail=detail)
+            *(
+                step(schema.RETRY_LATER, id=i, next_at=next_at, reason=reason, detail=detail)
+                for i in ids
+            )
         )
 
-    async def bury(self, delivery_id: int, now: float, reason: str, detail: str) -> None:
+    async def bury(self, ids: Sequence[int], now: float, reason: str, detail: str) -> None:
         await self._write(
-            step(schema.BURY, id=delivery_id, now=now, reason=reason, detail=detail)
+            *(step(schema.BURY, id=i, now=now, reason=reason, detail=detail) for i in ids)
         )
 
     async def next_due(self, destination: str, owner: str) -> float | None:

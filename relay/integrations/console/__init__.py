@@ -11,7 +11,7 @@ from typing import Any
 
 from relay.integrations.base import BuildContext, Courier, Status
 from relay.integrations.console.config import ConsoleDestination
-from relay.integrations.console.render import render_console
+from relay.integrations.console.render import ConsoleJoiner, view
 from relay.integrations.console.send import ConsoleSender
 from relay.pacing import Limit
 
@@ -26,9 +26,10 @@ class Console:
         self, name: str, destination: ConsoleDestination, context: BuildContext
     ) -> Courier[Any]:
         return Courier(
-            render=lambda event: [render_console(event)],
+            render=lambda event: [view(event)],
             sender=ConsoleSender(name, context.redactor),
             limits=self.limits(name, destination),
+            joiner=ConsoleJoiner() if destination.coalesce else None,
         )
 
     async def diagnose(

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from relay.integrations.slack.render import SlackMessage, render_slack
-from relay.integrations.telegram.render import TelegramCall, render_telegram
+from relay.integrations.slack.render import SlackJoiner, SlackMessage, render_slack
+from relay.integrations.telegram.render import TelegramCall, TelegramJoiner, render_telegram
 from relay.render.telegram_html import visible_text
 
 _SLACK_LINK = re.compile(r"<([^<>|]*)\|([^<>]*)>")
@@ -31,10 +32,47 @@ _MEDIA_FIELDS = ("photo", "video", "document", "audio")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but tab and line break
 
 
+@dataclass(frozen=True)
+class ConsoleView:
+    """What Slack and what Telegram would receive for one event, or for several coalesced."""
+
+    slack: list[SlackMessage]
+    telegram: list[TelegramCall]
+
+
+def view(event: Mapping[str, Any]) -> ConsoleView:
+    return ConsoleView(render_slack(event), render_telegram(event))
+
+
 def render_console(event: Mapping[str, Any]) -> str:
     """Both renderings of `event`, labelled, one line per displayed line."""
-    slack = render_slack(event)
-    telegram = render_telegram(event)
+    return format_view(view(event))
+
+
+class ConsoleJoiner:
+    """Coalesces as Slack and Telegram would, side by side: an event goes alone when either
+    platform would send it alone."""
+
+    def alone(self, shown: ConsoleView) -> bool:
+        return (
+            len(shown.slack) != 1
+            or len(shown.telegram) != 1
+            or TelegramJoiner().alone(shown.telegram[0])
+        )
+
+    def join(self, views: Sequence[ConsoleView]) -> ConsoleView | None:
+        if len(views) == 1:
+            return views[0]
+        slack = SlackJoiner().join([shown.slack[0] for shown in views])
+        telegram = TelegramJoiner().join([shown.telegram[0] for shown in views])
+        if slack is None or telegram is None:
+            return None
+        return ConsoleView([slack], [telegram])
+
+
+def format_view(shown: ConsoleView) -> str:
+    """Both renderings, labelled, one line per displayed line."""
+    slack, telegram = shown.slack, shown.telegram
     lines = [f"┌ Slack · {_count(len(slack), 'message')}"]
     for index, message in enumerate(slack):
         if index:

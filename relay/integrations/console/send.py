@@ -12,6 +12,7 @@ from typing import TextIO
 
 from relay.errors import Reason
 from relay.integrations.base import Request
+from relay.integrations.console.render import ConsoleView, format_view
 from relay.outcome import Outcome, RetryLater, Sent, describe
 from relay.redact import Redactor
 
@@ -28,13 +29,14 @@ class ConsoleSender:
         # capture, a redirect) is honoured.
         self._stream = stream
 
-    def request(self, message: str, thread: str | None) -> Request:
-        return Request("console", {"text": message})
+    def request(self, message: ConsoleView, thread: str | None) -> Request:
+        return Request("console", {"text": format_view(message)})
 
-    async def send(self, message: str, thread: str | None = None) -> Outcome:
+    async def send(self, message: ConsoleView, thread: str | None = None) -> Outcome:
         stream = self._stream or sys.stdout
+        text = format_view(message)
         try:
-            stream.write(self.redact(f"── {self.destination} ──\n{message}\n\n"))
+            stream.write(self.redact(f"── {self.destination} ──\n{text}\n\n"))
             stream.flush()
         except (OSError, ValueError) as exc:  # a closed pipe or file
             return RetryLater(Reason.CONSOLE_UNAVAILABLE, self.redact(describe(exc)))

@@ -23,7 +23,7 @@ from relay.integrations.base import (
 )
 from relay.integrations.slack import doctor
 from relay.integrations.slack.config import SlackDestination
-from relay.integrations.slack.render import render_slack
+from relay.integrations.slack.render import SlackJoiner, render_slack
 from relay.integrations.slack.send import SlackSender, SlackWebhookSender
 from relay.pacing import Limit
 
@@ -70,6 +70,7 @@ class Slack:
             sender=sender,
             limits=self.limits(name, destination),
             threads=destination.thread_by_conversation,
+            joiner=SlackJoiner() if destination.coalesce else None,
             fingerprint=template_fingerprint(template),
         )
 

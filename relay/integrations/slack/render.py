@@ -21,7 +21,7 @@ context line. Nothing is cut. A message with an image block has a `fallback` wit
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -127,3 +127,30 @@ def _image_block(media: Media, content: Content) -> dict[str, Any]:
         "image_url": media.url,
         "alt_text": f"Image from {who}" if who else "Image",
     }
+
+
+# --- coalescing (relay/coalesce.py) -------------------------------------------------------------
+
+BLOCKS_MAX: Final = 50  # blocks in one message
+JOINED_TEXT_MAX: Final = 12_000  # a joined message's `text`: long enough, still readable
+
+
+class SlackJoiner:
+    """Several events' messages in one: their blocks in order, each event's context line
+    first, and a `text` that says how many it holds, then holds them all."""
+
+    def alone(self, message: SlackMessage) -> bool:
+        return False  # images are blocks like any other
+
+    def join(self, messages: Sequence[SlackMessage]) -> SlackMessage | None:
+        if len(messages) == 1:
+            return messages[0]
+        blocks = [block for message in messages for block in message.payload["blocks"]]
+        text = "\n\n".join([f"{len(messages)} messages", *(m.payload["text"] for m in messages)])
+        if len(blocks) > BLOCKS_MAX or width(text, "slack") > JOINED_TEXT_MAX:
+            return None
+        payload = {**messages[0].payload, "text": text, "blocks": blocks}
+        if all(message.fallback is None for message in messages):
+            return SlackMessage(payload)
+        plain = [block for m in messages for block in (m.fallback or m.payload)["blocks"]]
+        return SlackMessage(payload, {**payload, "blocks": plain})

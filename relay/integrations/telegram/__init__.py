@@ -23,7 +23,7 @@ from relay.integrations.base import (
 from relay.integrations.slack import fingerprint
 from relay.integrations.telegram import doctor
 from relay.integrations.telegram.config import TelegramDestination
-from relay.integrations.telegram.render import render_telegram
+from relay.integrations.telegram.render import TelegramJoiner, render_telegram
 from relay.integrations.telegram.send import TelegramSender
 from relay.pacing import Limit
 
@@ -61,6 +61,7 @@ class Telegram:
             ),
             limits=self.limits(name, destination),
             threads=destination.thread_by_conversation,
+            joiner=TelegramJoiner() if destination.coalesce else None,
             fingerprint=template_fingerprint(template),
         )
 

@@ -21,7 +21,7 @@ previews are off unless the destination asks for them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -125,3 +125,22 @@ def _send_media(media: Media, caption: str, options: dict[str, Any]) -> Telegram
     fallback = _send_message(join_lines(caption, media_line(media, TELEGRAM)), options)
     params = {field: media.url, "caption": caption, "parse_mode": "HTML"}
     return TelegramCall(method, params, fallback)
+
+
+# --- coalescing (relay/coalesce.py) -------------------------------------------------------------
+
+
+class TelegramJoiner:
+    """Several events' text messages in one, a blank line between them; media calls
+    (sendPhoto, ...) go on their own."""
+
+    def alone(self, call: TelegramCall) -> bool:
+        return call.method != "sendMessage"
+
+    def join(self, calls: Sequence[TelegramCall]) -> TelegramCall | None:
+        if len(calls) == 1:
+            return calls[0]
+        text = "\n\n".join(call.params["text"] for call in calls)
+        if width(text, "telegram") > TEXT_MAX:
+            return None
+        return TelegramCall("sendMessage", {**calls[0].params, "text": text})
