@@ -146,6 +146,23 @@ def test_route_render_prints_exact_payloads_without_secrets(
         assert secret not in out
 
 
+def test_route_render_of_several_events_shows_them_coalesced(
+    capsys: pytest.CaptureFixture[str], config_file: Path
+) -> None:
+    text, image = SAMPLES / "new-message-text.json", SAMPLES / "new-message-image.json"
+    code, out, _ = run(
+        capsys, "route", "-c", str(config_file), str(text), str(text), str(image), "--render"
+    )
+    assert code == 0
+    rendered = json.loads(out)
+    (slack,) = rendered["slack"]  # three events, one message: Slack shows images as blocks
+    assert slack["body"]["text"].startswith("3 messages\n")
+    methods = [call["call"] for call in rendered["telegram"]]
+    assert methods == ["sendMessage", "sendPhoto"]  # the two texts together; the photo alone
+    code, out, _ = run(capsys, "route", "-c", str(config_file), str(text), str(image))
+    assert out.count("routes: messages") == 2 and f"{text}:" in out and f"{image}:" in out
+
+
 def test_route_with_bad_event_file(
     capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
 ) -> None:

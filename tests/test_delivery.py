@@ -425,3 +425,137 @@ async def test_blank_lines_never_make_an_empty_message(
     (message,) = fake.messages  # one message, and it has something to read under the header
     lines = [line.strip("_") for line in message.text.splitlines()[1:] if line.strip()]
     assert lines == (["last"] if "last" in content else ["(no text)"]), message.text
+
+
+# --- keeping up with a busy line: coalescing ---------------------------------------------------
+
+
+def marks(texts: list[str], conversations: str) -> dict[str, list[int]]:
+    return {c: numbers(texts, c) for c in conversations}
+
+
+async def test_a_burst_to_a_telegram_group_goes_out_in_a_few_messages_within_its_limit(
+    make_relay: Any, fake_telegram: FakeTelegram
+) -> None:
+    fake_telegram.enforce_rate_limits()  # 20 a minute in a group: one message every 3 s
+    harness = await make_relay(telegram_destination(fake_telegram, extra=""))
+    posts = [harness.post(event(c, n)) for n in range(10) for c in "abcd"]
+    assert await asyncio.gather(*posts) == [200] * 40
+    texts = lambda: [m.text for m in fake_telegram.messages]  # noqa: E731
+    await until(lambda: sum(map(len, marks(texts(), "abcd").values())) >= 40, within=20)
+    assert marks(texts(), "abcd") == {c: list(range(10)) for c in "abcd"}  # once, in order
+    assert fake_telegram.count(429) == 0
+    # Forty events: the first alone, the others in as many messages as the posting took
+    # pacer slots (one every 3 s); far fewer than forty.
+    assert len(fake_telegram.messages) <= 8
+    sent = harness.relay.metrics.sample(
+        "relay_deliveries_total", destination="dest", outcome="sent", reason="")
+    assert sent == 40
+
+
+async def test_a_burst_to_a_slack_channel_fills_messages_up_to_fifty_blocks(
+    make_relay: Any, fake_slack: FakeSlack
+) -> None:
+    fake_slack.enforce_rate_limit(messages=1, per=1.0)
+    harness = await make_relay(slack_destination(fake_slack, extra=""))
+    posts = [harness.post(event(c, n)) for n in range(12) for c in "abcde"]
+    assert await asyncio.gather(*posts) == [200] * 60
+    texts = lambda: [m.text or "" for m in fake_slack.messages]  # noqa: E731
+    await until(lambda: sum(map(len, marks(texts(), "abcde").values())) >= 60, within=20)
+    assert marks(texts(), "abcde") == {c: list(range(12)) for c in "abcde"}
+    assert fake_slack.count(429) == 0  # the fake also checked every message's Block Kit
+    assert len(fake_slack.messages) <= 12  # sixty events, at most 25 a message
+    assert all(len(m.blocks or []) <= 50 for m in fake_slack.messages)
+    assert any((m.text or "").startswith("25 messages\n") for m in fake_slack.messages)
+
+
+async def test_with_threads_a_message_holds_one_conversation_in_its_thread(
+    make_relay: Any, fake_slack: FakeSlack
+) -> None:
+    fake_slack.enforce_rate_limit(messages=1, per=1.0)
+    harness = await make_relay(slack_destination(fake_slack, "thread_by_conversation: true"))
+    assert await harness.post(event("p", 0)) == 200  # sent at once: the thread's parent
+    await until(lambda: len(fake_slack.messages) == 1)
+    posts = [harness.post(event(c, n)) for n in range(1, 5) for c in "pq"]
+    assert await asyncio.gather(*posts) == [200] * 8
+    texts = lambda: [m.text or "" for m in fake_slack.messages]  # noqa: E731
+    await until(lambda: sum(map(len, marks(texts(), "pq").values())) >= 9, within=15)
+    assert marks(texts(), "pq") == {"p": list(range(5)), "q": list(range(1, 5))}
+    parent = fake_slack.messages[0]
+    for message in fake_slack.messages[1:]:
+        mine = marks([message.text or ""], "pq")
+        assert not (mine["p"] and mine["q"]), message.text  # one conversation a message
+        if mine["p"]:
+            assert message.thread_ts == parent.ts
+    assert len(fake_slack.messages) <= 4
+
+
+async def test_coalesce_false_sends_each_event_on_its_own(
+    make_relay: Any, fake_slack: FakeSlack
+) -> None:
+    harness = await make_relay(slack_destination(fake_slack, "coalesce: false"))
+    assert await asyncio.gather(*(harness.post(event("s", n)) for n in range(5))) == [200] * 5
+    await until(lambda: len(fake_slack.messages) == 5)
+    assert [numbers([m.text or ""], "s") for m in fake_slack.messages] == [[n] for n in range(5)]
+
+
+async def test_a_failed_coalesced_message_fails_for_all_its_events_together(
+    make_relay: Any, fake_slack: FakeSlack
+) -> None:
+    fake_slack.enforce_rate_limit(messages=1, per=1.0)
+    harness = await make_relay(slack_destination(fake_slack, extra=""))
+    assert await harness.post(event("f", 0)) == 200  # alone, at once
+    await until(lambda: len(fake_slack.messages) == 1)
+    refused = json.dumps({"ok": False, "error": "channel_not_found"}).encode()
+    fake_slack.faults.answer_next(status=200, body=refused, content_type="application/json")
+    assert await asyncio.gather(*(harness.post(event(c, n)) for n in (1, 2) for c in "fg")) \
+        == [200] * 4
+    store = harness.relay.store
+    for _ in range(300):
+        if await store.dead_count() == 4:
+            break
+        await asyncio.sleep(0.02)
+    letters = await store.dead_letters()
+    assert len(letters) == 4 and {d.reason for d in letters} == {"channel_not_found"}
+    assert len({d.died_at for d in letters}) == 1  # one message, one outcome for all four
+    assert await store.revive(None, time.time()) == 4  # relay dead retry --all
+    harness.relay.lanes["dest"].wake()
+    texts = lambda: [m.text or "" for m in fake_slack.messages]  # noqa: E731
+    await until(lambda: sum(map(len, marks(texts(), "fg").values())) >= 5)
+    assert marks(texts(), "fg") == {"f": [0, 1, 2], "g": [1, 2]}
+
+
+async def test_a_retried_coalesced_message_retries_all_its_events_together(
+    make_relay: Any, fake_telegram: FakeTelegram
+) -> None:
+    harness = await make_relay(telegram_destination(fake_telegram, "max_per_second: 1"))
+    assert await harness.post(event("r", 0)) == 200
+    await until(lambda: len(fake_telegram.messages) == 1)
+    fake_telegram.faults.fail_next(1, status=502)
+    assert await asyncio.gather(*(harness.post(event("r", n)) for n in range(1, 4))) == [200] * 3
+    texts = lambda: [m.text or "" for m in fake_telegram.messages]  # noqa: E731
+    await until(lambda: len(numbers(texts(), "r")) >= 4, within=15)
+    assert numbers(texts(), "r") == [0, 1, 2, 3]
+    retried = {"destination": "dest", "outcome": "retried", "reason": "server_error"}
+    assert harness.relay.metrics.sample("relay_deliveries_total", **retried) == 3
+    assert len(fake_telegram.messages) == 2  # the three came back together
+
+
+async def test_telegram_media_goes_alone_in_its_place(
+    make_relay: Any, fake_telegram: FakeTelegram
+) -> None:
+    harness = await make_relay(telegram_destination(fake_telegram, "max_per_second: 1"))
+    assert await harness.post(event("m", 0)) == 200
+    await until(lambda: len(fake_telegram.messages) == 1)
+    photo = {"imageUrl": "https://cdn.example.com/p.jpg", "contentType": "IMAGE"}
+    bodies = [event("m", 1), event("m", 2, **photo), event("m", 3), event("n", 1)]
+    for body in bodies:  # in this order: the photo is the second of m's three
+        assert await harness.post(body) == 200
+    await until(lambda: len(numbers([m.text or "" for m in fake_telegram.messages], "m")) >= 4,
+                within=15)
+    methods = [m.method.lower() for m in fake_telegram.messages]
+    assert "sendphoto" in methods
+    texts = [m.text or "" for m in fake_telegram.messages]
+    assert numbers(texts, "m") == [0, 1, 2, 3] and numbers(texts, "n") == [1]
+    (photo_post,) = [m for m in fake_telegram.messages if m.method.lower() == "sendphoto"]
+    assert numbers([photo_post.text or ""], "m") == [2] and not numbers([photo_post.text], "n")

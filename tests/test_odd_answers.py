@@ -61,7 +61,7 @@ async def slack_bot(fake_slack: FakeSlack) -> AsyncIterator[SlackSender]:
         token=fake_slack_module.BOT_TOKEN,
         channel=fake_slack_module.CHANNEL,
         api_url=fake_slack.api_url,
-        timeout=2.0,
+        timeout=10.0,
     )
     yield sender
     await sender.close()
@@ -73,7 +73,7 @@ async def telegram_bot(fake_telegram: FakeTelegram) -> AsyncIterator[TelegramSen
         token=fake_telegram_module.TOKEN,
         chat_id=fake_telegram_module.CHAT_ID,
         api_url=fake_telegram.api_url,
-        timeout=2.0,
+        timeout=10.0,
     )
     yield sender
     await sender.close()
@@ -111,7 +111,7 @@ async def test_slack_web_api(
 async def test_slack_incoming_webhook(
     fake_slack: FakeSlack, name: str, status: int, body: bytes, content_type: str
 ) -> None:
-    hook = SlackWebhookSender(url=fake_slack.add_webhook(), timeout=2.0)
+    hook = SlackWebhookSender(url=fake_slack.add_webhook(), timeout=10.0)
     fake_slack.faults.answer_next(status=status, body=body, content_type=content_type)
     outcome = await hook.send(SLACK_MESSAGE)
     if 200 <= status < 300 and readable(body):

@@ -197,3 +197,34 @@ async def test_a_second_relay_on_the_same_sqlite_file_refuses_to_start_with_one_
     )
     output, _ = await asyncio.wait_for(listing.communicate(), 30)
     assert listing.returncode == 0, output.decode()
+
+
+async def test_kill_9_in_the_middle_of_a_coalesced_send_sends_it_again(
+    tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess]
+) -> None:
+    relay = await start_relay(tmp_path, fake_slack, processes, rate=1, coalesce=True)
+    assert await relay.post(numbered_event("k", 0)) == 200  # alone, at once
+    await until(lambda: len(fake_slack.messages) == 1)
+    fake_slack.faults.delay_next(1, seconds=3)  # the next message hangs, then lands anyway
+    for n in range(1, 6):
+        for conversation in "kj":
+            assert await relay.post(numbered_event(conversation, n)) == 200
+    await asyncio.sleep(1.8)  # past the pacer's second: the coalesced send is in flight
+    await relay.kill()
+    before = relay.output()  # the two processes write one log file
+    restarted = RelayProcess(relay.config, relay.port, SECRET)
+    processes.append(restarted)
+    await restarted.start()
+    received = lambda: numbered_texts([post.text for post in fake_slack.messages])  # noqa: E731
+    await until(lambda: len(set(received())) == 11, within=30)
+    # The first relay died with the coalesced message in flight; the second sent it again.
+    assert "events_in_message=10" not in before
+    after = lambda: restarted.output()[len(before):]  # noqa: E731
+    await until(lambda: after().count("events_in_message=10") == 10, within=10)
+    for conversation, first in (("k", 0), ("j", 1)):
+        numbers = [int(m.split("-")[-1]) for m in received() if m.startswith(conversation)]
+        assert sorted(set(numbers)) == list(range(first, 6))  # nothing lost
+        firsts = list(dict.fromkeys(numbers))  # each number's first arrival
+        assert firsts == sorted(firsts)  # in order; a repeat is the whole message again
+    restarted.signal(signal.SIGTERM)
+    assert await restarted.wait() == 0

@@ -21,6 +21,7 @@ context line. Nothing is cut. A message with an image block has a `fallback` wit
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -146,11 +147,19 @@ class SlackJoiner:
         if len(messages) == 1:
             return messages[0]
         blocks = [block for message in messages for block in message.payload["blocks"]]
-        text = "\n\n".join([f"{len(messages)} messages", *(m.payload["text"] for m in messages)])
-        if len(blocks) > BLOCKS_MAX or width(text, "slack") > JOINED_TEXT_MAX:
+        texts = [f"{len(messages)} messages", *(m.payload["text"] for m in messages)]
+        size = sum(_width(text) for text in texts) + 2 * (len(texts) - 1)  # "\n\n" between
+        if len(blocks) > BLOCKS_MAX or size > JOINED_TEXT_MAX:
             return None
+        text = "\n\n".join(texts)
         payload = {**messages[0].payload, "text": text, "blocks": blocks}
         if all(message.fallback is None for message in messages):
             return SlackMessage(payload)
         plain = [block for m in messages for block in (m.fallback or m.payload)["blocks"]]
         return SlackMessage(payload, {**payload, "blocks": plain})
+
+
+@functools.lru_cache(maxsize=1024)
+def _width(text: str) -> int:
+    # The lane joins the same renderings again and again while it fills a message.
+    return width(text, "slack")

@@ -21,6 +21,7 @@ previews are off unless the destination asks for them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -140,7 +141,14 @@ class TelegramJoiner:
     def join(self, calls: Sequence[TelegramCall]) -> TelegramCall | None:
         if len(calls) == 1:
             return calls[0]
-        text = "\n\n".join(call.params["text"] for call in calls)
-        if width(text, "telegram") > TEXT_MAX:
+        texts = [call.params["text"] for call in calls]
+        # Each text is whole Telegram HTML, so the joined text's visible length is the sum.
+        if sum(_width(text) for text in texts) + 2 * (len(texts) - 1) > TEXT_MAX:
             return None
-        return TelegramCall("sendMessage", {**calls[0].params, "text": text})
+        return TelegramCall("sendMessage", {**calls[0].params, "text": "\n\n".join(texts)})
+
+
+@functools.lru_cache(maxsize=1024)
+def _width(text: str) -> int:
+    # The lane joins the same renderings again and again while it fills a message.
+    return width(text, "telegram")
