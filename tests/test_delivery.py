@@ -70,16 +70,20 @@ async def make_relay(
 ) -> AsyncIterator[Callable[..., Any]]:
     relays: list[Relay] = []
 
-    async def make(destinations: str, routes: str = "- to: [dest]\n") -> Harness:
+    async def make(
+        destinations: str, routes: str = "- to: [dest]\n", storage: str | None = None
+    ) -> Harness:
+        """A relay on SQLite in tmp_path, or on `storage` (a PostgreSQL URL)."""
         text = (
             f'oneroute: {{secrets: ["{SECRET}"]}}\n'
-            f"storage: sqlite:///{tmp_path}/relay.db\n"
+            f"storage: {storage or f'sqlite:///{tmp_path}/relay.db'}\n"
             "delivery: {timeout: 2s}\n"
             "destinations:\n" + textwrap.indent(textwrap.dedent(destinations), "  ")
             + "routes:\n" + textwrap.indent(textwrap.dedent(routes), "  ")
         )
         config = parse_config(text, environ={})
-        relay = Relay(config, tmp_path / "relay.yaml", SQLiteStore(tmp_path / "relay.db"))
+        store = None if storage else SQLiteStore(tmp_path / "relay.db")
+        relay = Relay(config, tmp_path / "relay.yaml", store)
         await relay.start()
         relays.append(relay)
         return Harness(relay, await aiohttp_client(relay.app()))
@@ -453,11 +457,13 @@ async def test_a_burst_to_a_telegram_group_goes_out_in_a_few_messages_within_its
     assert sent == 40
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
 async def test_a_burst_to_a_slack_channel_fills_messages_up_to_fifty_blocks(
-    make_relay: Any, fake_slack: FakeSlack
+    make_relay: Any, fake_slack: FakeSlack, engine: str, request: pytest.FixtureRequest
 ) -> None:
     fake_slack.enforce_rate_limit(messages=1, per=1.0)
-    harness = await make_relay(slack_destination(fake_slack, extra=""))
+    storage = request.getfixturevalue("pg_url") if engine == "postgresql" else None
+    harness = await make_relay(slack_destination(fake_slack, extra=""), storage=storage)
     posts = [harness.post(event(c, n)) for n in range(12) for c in "abcde"]
     assert await asyncio.gather(*posts) == [200] * 60
     texts = lambda: [m.text or "" for m in fake_slack.messages]  # noqa: E731
@@ -469,11 +475,15 @@ async def test_a_burst_to_a_slack_channel_fills_messages_up_to_fifty_blocks(
     assert any((m.text or "").startswith("25 messages\n") for m in fake_slack.messages)
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
 async def test_with_threads_a_message_holds_one_conversation_in_its_thread(
-    make_relay: Any, fake_slack: FakeSlack
+    make_relay: Any, fake_slack: FakeSlack, engine: str, request: pytest.FixtureRequest
 ) -> None:
     fake_slack.enforce_rate_limit(messages=1, per=1.0)
-    harness = await make_relay(slack_destination(fake_slack, "thread_by_conversation: true"))
+    storage = request.getfixturevalue("pg_url") if engine == "postgresql" else None
+    harness = await make_relay(
+        slack_destination(fake_slack, "thread_by_conversation: true"), storage=storage
+    )
     assert await harness.post(event("p", 0)) == 200  # sent at once: the thread's parent
     await until(lambda: len(fake_slack.messages) == 1)
     posts = [harness.post(event(c, n)) for n in range(1, 5) for c in "pq"]
@@ -499,11 +509,13 @@ async def test_coalesce_false_sends_each_event_on_its_own(
     assert [numbers([m.text or ""], "s") for m in fake_slack.messages] == [[n] for n in range(5)]
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
 async def test_a_failed_coalesced_message_fails_for_all_its_events_together(
-    make_relay: Any, fake_slack: FakeSlack
+    make_relay: Any, fake_slack: FakeSlack, engine: str, request: pytest.FixtureRequest
 ) -> None:
     fake_slack.enforce_rate_limit(messages=1, per=1.0)
-    harness = await make_relay(slack_destination(fake_slack, extra=""))
+    storage = request.getfixturevalue("pg_url") if engine == "postgresql" else None
+    harness = await make_relay(slack_destination(fake_slack, extra=""), storage=storage)
     assert await harness.post(event("f", 0)) == 200  # alone, at once
     await until(lambda: len(fake_slack.messages) == 1)
     refused = json.dumps({"ok": False, "error": "channel_not_found"}).encode()
