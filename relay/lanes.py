@@ -1,17 +1,19 @@
 """Lanes: one worker per destination turns stored delivery rows into messages.
 
-A lane claims due rows (heads of their conversations, oldest first), and for each one
-renders the event, paces, sends, and records the outcome: sent, retry later (backoff or
-the server's Retry-After, for up to `give_up_after`), or dead with the reason. A 429
-pauses the whole lane, for at most MAX_PAUSE. A conversation's next row is claimable only
-once this one is sent or dead (the store sees to that), which keeps every conversation in
-order.
+A lane claims due rows (heads of their conversations, oldest first), waits for the pacer,
+renders and sends the next message, and records the outcome for every event it carried:
+sent, retry later (backoff or the server's Retry-After, for up to `give_up_after`), or dead
+with the reason. When several deliveries are due as the pacer lets the next message go,
+one message carries them, within the platform's limits (relay/coalesce.py); an idle
+destination sends each event at once, alone. A 429 pauses the whole lane, for at most
+MAX_PAUSE. A conversation's next row is claimable only once the ones before it are sent or
+dead (the store sees to that), which keeps every conversation in order.
 
 Nothing stops a lane. Senders classify every answer (relay/integrations/base.py); any
-other exception while delivering one row — a bug — is caught around that delivery, logged
-once with its traceback, counted as `internal_error` and retried like a transient failure.
-Should the lane's loop itself fail, `run()` logs it and starts the loop again, and the
-relay's supervisor (relay/service.py) restarts a lane task that ended anyway.
+other exception while delivering a message — a bug — is caught around that delivery,
+logged once with its traceback, counted as `internal_error` and retried like a transient
+failure. Should the lane's loop itself fail, `run()` logs it and starts the loop again, and
+the relay's supervisor (relay/service.py) restarts a lane task that ended anyway.
 """
 
 from __future__ import annotations
@@ -277,7 +279,8 @@ class Lane:
             failure = RetryLater(Reason.INTERNAL_ERROR, short_detail(describe(error)))
             await self._retry_later(carried, failure, logged=True)
         finally:
-            rest = [row.id for row in rows if row not in carried]
+            taken = {row.id for row in carried}
+            rest = [row.id for row in rows if row.id not in taken]
             if rest:
                 await self.store.release(rest)
 
