@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME[+NAME]",
-        help="ingest, handler: also run the relay with these bench/patches.py patches; "
-        "drain: run it with them (all together)",
+        help="ingest, handler, e2e: also run the relay with these bench/patches.py patches "
+        "(an A/B in one run); drain: run it with them (all together)",
     )
     parser.add_argument(
         "--batch-stats",
@@ -81,7 +81,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 rounds=args.rounds, seconds=args.seconds,
             )  # fmt: skip
         elif name == "e2e":
-            results[name] = await e2e.main(quick=args.quick)
+            patches = [n for p in args.patch for n in p.split("+")]
+            results[name] = await e2e.main(quick=args.quick, patches=patches)
         elif name == "drain":
             patches = [n for p in args.patch for n in p.split("+")]
             results[name] = await drain.main(quick=args.quick, patches=patches)

@@ -17,6 +17,7 @@ import asyncio
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +81,17 @@ def arrival(messages: list[Any], marker: str) -> float | None:
 
 
 async def measure_relay(
-    samples: int, slack: FakeSlack, telegram: FakeTelegram, directory: Path
+    samples: int,
+    slack: FakeSlack,
+    telegram: FakeTelegram,
+    directory: Path,
+    patches: Sequence[str] = (),
 ) -> dict[str, list[float]]:
     spec = template_spec()
     port = free_port()
-    server = relay_server(relay_config(directory, port, slack, telegram), port)
+    directory = directory / ("+".join(patches).replace("/", "_") or "shipped")
+    directory.mkdir(parents=True, exist_ok=True)
+    server = relay_server(relay_config(directory, port, slack, telegram), port, patches=patches)
     result: dict[str, list[float]] = {"post": [], "slack": [], "telegram": []}
     async with running(server), aiohttp.ClientSession() as session:
         url = f"{server.url}{PATH}"
@@ -144,7 +151,8 @@ async def measure_baseline(
     return result
 
 
-async def run(samples: int) -> dict[str, Any]:
+async def run(samples: int, patches: Sequence[str] = ()) -> dict[str, Any]:
+    """With `patches`, the relay also runs with them, in the same run (an A/B)."""
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as temp:
         async with FakeSlack.running() as slack, FakeTelegram.running() as telegram:
             slack.enforce_rate_limit()
@@ -152,6 +160,11 @@ async def run(samples: int) -> dict[str, Any]:
             telegram.add_chat(TELEGRAM_CHAT)
             baseline = await measure_baseline(samples, slack, telegram, Path(temp))
             relay = await measure_relay(samples, slack, telegram, Path(temp))
+            other = (
+                await measure_relay(samples, slack, telegram, Path(temp), patches)
+                if patches
+                else None
+            )
             rate_limited = slack.count(429) + telegram.count(429)
     figures: dict[str, Any] = {}
     rows = []
@@ -170,6 +183,15 @@ async def run(samples: int) -> dict[str, Any]:
              figures[leg]["max_ms"], figures[leg]["baseline_median_ms"],
              figures[leg]["ratio_to_baseline"]]
         )  # fmt: skip
+        if other is not None:
+            other_ms = [1000 * s for s in other[leg]]
+            figures[leg]["patched_median_ms"] = median(other_ms)
+            figures[leg]["shipped_vs_patched"] = median(relay_ms) / median(other_ms)
+            rows.append(
+                [f"  relay+{'+'.join(patches)}", median(other_ms), percentile(other_ms, 90),
+                 max(other_ms), figures[leg]["baseline_median_ms"],
+                 median(other_ms) / median(base_ms)]
+            )  # fmt: skip
     post_ms = [1000 * s for s in relay["post"]]
     figures["post_200"] = {
         "median_ms": median(post_ms),
@@ -204,8 +226,9 @@ async def run(samples: int) -> dict[str, Any]:
     }
 
 
-async def main(quick: bool = False) -> dict[str, Any]:
-    result = await run(samples=5 if quick else 30)
+async def main(quick: bool = False, patches: Sequence[str] = ()) -> dict[str, Any]:
+    """`patches`: also run the relay with these bench/patches.py patches, for an A/B."""
+    result = await run(samples=5 if quick else 30, patches=patches)
     print(result["table"])
     save("e2e", result)
     return result

@@ -452,9 +452,9 @@ async def test_a_burst_to_a_telegram_group_goes_out_in_a_few_messages_within_its
     # Forty events: the first alone, the others in as many messages as the posting took
     # pacer slots (one every 3 s); far fewer than forty.
     assert len(fake_telegram.messages) <= 8
-    sent = harness.relay.metrics.sample(
-        "relay_deliveries_total", destination="dest", outcome="sent", reason="")
-    assert sent == 40
+    sent = {"destination": "dest", "outcome": "sent", "reason": ""}
+    # Recorded just after the fake has them: wait for the lane to write it down.
+    await until(lambda: harness.relay.metrics.sample("relay_deliveries_total", **sent) == 40)
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
