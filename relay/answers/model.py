@@ -152,10 +152,10 @@ class Problems:
         self.current: str | None = None
 
     def report(self, kind: str, message: str, level: int = logging.WARNING) -> None:
-        self._log.log(level if kind != self.current else logging.DEBUG, message)
+        self._log.log(level if kind != self.current else logging.DEBUG, message, stacklevel=2)
         self.current = kind
 
     def over(self, message: str) -> None:
         if self.current is not None:
-            self._log.info(message)
+            self._log.info(message, stacklevel=2)
         self.current = None

@@ -279,15 +279,15 @@ class FakeSlack(FakeServer):
     def events_request(
         self,
         signing_secret: str,
-        payload: dict[str, Any],
+        payload: dict[str, Any] | bytes,
         timestamp: int | None = None,
         *,
         retry_num: int = 0,
     ) -> tuple[dict[str, str], bytes]:
         """Headers and body of an Events API request, signed as Slack signs them: `v0=` and
-        the HMAC-SHA256 of `v0:{timestamp}:{body}`. `retry_num` > 0 adds Slack's retry
-        headers."""
-        body = json.dumps(payload).encode()
+        the HMAC-SHA256 of `v0:{timestamp}:{body}` (`payload` JSON-encoded, or bytes sent
+        as they are). `retry_num` > 0 adds Slack's retry headers."""
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         stamp = str(int(time.time()) if timestamp is None else timestamp)
         digest = hmac.new(
             signing_secret.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256
