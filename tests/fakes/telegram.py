@@ -272,17 +272,24 @@ class FakeTelegram(FakeServer):
             # Telegram: a topic message is a reply to the topic's first message, unless it
             # replies to another one.
             message |= {"message_thread_id": thread_id, "is_topic_message": True}
-            message["reply_to_message"] = self._message_json.get(
-                (chat.id, reply_to if reply_to is not None else thread_id)
-            ) or _topic_created(chat, thread_id)
+            message["reply_to_message"] = (
+                self._known(chat, reply_to)
+                if reply_to is not None
+                else self._message_json.get((chat.id, thread_id)) or _topic_created(chat, thread_id)
+            )
         elif reply_to is not None:
-            message["reply_to_message"] = self._message_json[(chat.id, reply_to)]
+            message["reply_to_message"] = self._known(chat, reply_to)
         self._message_json[(chat.id, message_id)] = {
             k: v for k, v in message.items() if k != "reply_to_message"
         }
         if edited:
             return self._queue("edited_message", message | {"edit_date": now})
         return self._queue("message", message)
+
+    @property
+    def polling(self) -> bool:
+        """A getUpdates is waiting for an update (long polling)."""
+        return self._waiting_poll is not None
 
     def reactions_on(self, chat_id: int | str, message_id: int) -> tuple[str, ...]:
         """The bot's current reaction on a message (empty: none)."""
@@ -301,6 +308,16 @@ class FakeTelegram(FakeServer):
         self._new_update.set()
         self._new_update = asyncio.Event()
         return update
+
+    def _known(self, chat: TelegramChat, message_id: int) -> dict[str, Any]:
+        """A message of the chat as replies quote it (a bare one for ids added by hand)."""
+        return self._message_json.get((chat.id, message_id)) or {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": _chat_json(chat),
+            "from": _bot_user(),
+            "text": "…",
+        }
 
     def _next_message_id(self, chat: TelegramChat) -> int:
         message_id = len(chat.message_ids) + 1
