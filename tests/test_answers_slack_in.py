@@ -465,6 +465,7 @@ async def test_socket_mode_close_before_connecting_and_twice(
     await listener.close()
     await listener.close()
     assert not listener.connected
+    await connected(listener, fake_slack)  # and it starts again after a close
 
 
 @pytest.mark.parametrize(

@@ -425,9 +425,15 @@ async def test_close_ends_a_waiting_poll_and_lets_a_reply_being_stored_finish(
     assert len(fake_telegram.updates) == 1, "stored, but not yet confirmed: read again later"
 
 
-async def test_close_before_start(poll: Callable[..., TelegramPoller]) -> None:
+async def test_close_before_start_and_start_after_close(
+    fake_telegram: FakeTelegram, recorder: Store, poll: Callable[..., TelegramPoller]
+) -> None:
+    parent = await relay_message(fake_telegram)
     poller = poll()
     await poller.close()
     await poller.start()
     await poller.start()  # once is enough
     await poller.close()
+    await poller.start()
+    fake_telegram.user_message(CHAT_ID, "answer", reply_to=parent)
+    await until(lambda: bool(recorder.replies))

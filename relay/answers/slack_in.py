@@ -74,24 +74,21 @@ def slack_replies(payload: Mapping[str, Any], sources: Sequence[ReplySource]) ->
     event = payload.get("event")
     if not isinstance(event, Mapping) or event.get("type") != "message":
         return []
-    if event.get("subtype") not in _PERSON_SUBTYPES or event.get("bot_id"):
+    if event.get("subtype") not in _PERSON_SUBTYPES:
         return []
-    if event.get("bot_profile"):
+    if event.get("bot_id") or event.get("bot_profile"):
         return []
-    channel, user, ts, thread_ts, raw = (
-        event.get(key) for key in ("channel", "user", "ts", "thread_ts", "text")
-    )
-    if not all(isinstance(value, str) and value for value in (channel, user, ts, thread_ts)):
+    found = _strings(event, "channel", "user", "ts", "thread_ts", "text")
+    if found is None:
         return []
-    assert isinstance(channel, str) and isinstance(user, str)
-    assert isinstance(ts, str) and isinstance(thread_ts, str)
-    if thread_ts == ts or not isinstance(raw, str):
+    channel, user, ts, thread_ts, raw = found
+    if not (channel and user and thread_ts) or thread_ts == ts:
         return []
-    text = slack_text(raw)
     try:
         at = float(ts)
     except ValueError:
         return []
+    text = slack_text(raw)
     if not text.strip():
         return []
     return [
@@ -109,6 +106,13 @@ def slack_replies(payload: Mapping[str, Any], sources: Sequence[ReplySource]) ->
         for source in sources
         if source.place == channel and source.allows(user) and not source.is_note(text)
     ]
+
+
+def _strings(event: Mapping[str, Any], *keys: str) -> tuple[str, ...] | None:
+    """The values of `keys`, or None unless all are strings."""
+    values = [event.get(key) for key in keys]
+    strings = [value for value in values if isinstance(value, str)]
+    return tuple(strings) if len(strings) == len(values) else None
 
 
 _MARKUP = re.compile(r"<([^<>]*)>")
@@ -321,6 +325,7 @@ class SlackSocketListener:
     async def start(self) -> None:
         if self._client is not None:
             return
+        self._closing.clear()
         self._unscrub = scrub_loggers([_sdk_log.name], self.redact)
         self._web = web_client(self._app_token, api_url=self._api_url, timeout=self._timeout)
         self._client = _Client(
