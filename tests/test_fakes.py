@@ -345,6 +345,28 @@ async def test_slack_socket_mode_tickets_and_disconnects(
     assert fake_slack.socket_connections == 2
 
 
+async def test_slack_socket_mode_retries_what_was_not_acknowledged(
+    fake_slack: FakeSlack, http: aiohttp.ClientSession
+) -> None:
+    envelope_id = fake_slack.push_event({"type": "message"})
+    attempts = []
+    for _ in range(4):  # the first delivery and Slack's three retries
+        ws = await open_socket(http, fake_slack)
+        envelope = await ws.receive_json()
+        attempts.append((envelope["envelope_id"], envelope["retry_attempt"]))
+        await ws.close()  # gone without acknowledging it
+        await until(lambda: not fake_slack.sockets)
+    assert attempts == [(envelope_id, n) for n in range(4)]
+    last = await open_socket(http, fake_slack)
+    acked = fake_slack.push_event({"type": "message"})
+    assert (await last.receive_json())["envelope_id"] == acked, "no fifth delivery"
+    await last.send_json({"envelope_id": acked})
+    await until(lambda: fake_slack.acks == [acked])
+    await last.close()
+    await until(lambda: not fake_slack.sockets)
+    assert fake_slack._undelivered == [], "acknowledged: not delivered again"
+
+
 def test_slack_events_request_is_signed_as_slack_signs() -> None:
     slack = FakeSlack()
     headers, body = slack.events_request("s3cret-signing", {"type": "x"}, timestamp=1700000000)

@@ -60,6 +60,7 @@ HUMAN = "U0HUMAN01"  # the person `human_message` writes as by default
 BOT_NAME = "relay"  # the bot user auth.test names (`/invite @relay`)
 DEFAULT_SCOPES = frozenset({"chat:write", "channels:read", "groups:read"})
 DEFAULT_APP_SCOPES = frozenset({"connections:write"})
+MAX_RETRIES = 3  # Slack retries an unacknowledged event this many times
 
 
 @dataclass
@@ -110,6 +111,7 @@ class SocketConnection:
     outbox: asyncio.Queue[dict[str, Any] | None] = field(repr=False)
     retiring: bool = False
     closing: bool = False  # the fake is closing it (`disconnect(close=True)`)
+    unacked: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
 
 class FakeSlack(FakeServer):
@@ -308,7 +310,9 @@ class FakeSlack(FakeServer):
     ) -> str:
         """Send an `events_api` envelope for `event` to the newest open connection (that was
         not told to disconnect), or to the next one to connect; returns its envelope id.
-        A retry (`retry_attempt` > 0) of the same event should pass the same `event_id`."""
+        A retry (`retry_attempt` > 0) of the same event should pass the same `event_id`.
+        If the connection closes before the client acknowledges it, it goes to the next
+        one again, as Slack's retry (`retry_attempt` + 1, up to MAX_RETRIES)."""
         envelope_id = f"{random.getrandbits(128):032x}"
         envelope = {
             "envelope_id": envelope_id,
@@ -318,13 +322,16 @@ class FakeSlack(FakeServer):
             "retry_attempt": retry_attempt,
             "retry_reason": "timeout" if retry_attempt else "",
         }
-        self.envelopes[envelope_id] = envelope
+        self._deliver(envelope)
+        return envelope_id
+
+    def _deliver(self, envelope: dict[str, Any]) -> None:
+        self.envelopes[envelope["envelope_id"]] = envelope
         live = [s for s in self.sockets if not s.retiring]
         if live:
             live[-1].outbox.put_nowait(envelope)
         else:
             self._undelivered.append(envelope)
-        return envelope_id
 
     def disconnect(self, reason: str = "refresh_requested", *, close: bool = False) -> None:
         """Tell every open connection to reconnect (`{"type": "disconnect", "reason"}`), as
@@ -387,18 +394,28 @@ class FakeSlack(FakeServer):
                         answer = json.loads(message.data)
                         if isinstance(answer, dict) and isinstance(answer.get("envelope_id"), str):
                             self.acks.append(answer["envelope_id"])
+                            socket.unacked.pop(answer["envelope_id"], None)
         finally:
             self.sockets.remove(socket)
             if not socket.closing:  # else the writer is finishing the close handshake
                 writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
             self._writers.discard(writer)
-            # Envelopes the connection never got go to the next one, as Slack retries them.
-            while not socket.outbox.empty():
-                item = socket.outbox.get_nowait()
-                if item is not None and item.get("type") == "events_api":
-                    self._undelivered.append(item)
+            self._redeliver(socket)
         return ws
+
+    def _redeliver(self, socket: SocketConnection) -> None:
+        """What a closed connection never got goes to the next one as it was; what it got
+        but did not acknowledge goes as Slack's retry."""
+        while not socket.outbox.empty():
+            item = socket.outbox.get_nowait()
+            if item is not None and item.get("type") == "events_api":
+                self._deliver(item)
+        for envelope in socket.unacked.values():
+            if envelope["retry_attempt"] < MAX_RETRIES:
+                retry = envelope["retry_attempt"] + 1
+                self._deliver(envelope | {"retry_attempt": retry, "retry_reason": "timeout"})
+        socket.unacked.clear()
 
     async def _write(self, socket: SocketConnection) -> None:
         while True:
@@ -407,11 +424,16 @@ class FakeSlack(FakeServer):
                 socket.closing = True
                 await socket.ws.close()
                 return
+            envelope = item if item.get("type") == "events_api" else None
+            if envelope is not None:  # before sending: the ack may come back at once
+                socket.unacked[envelope["envelope_id"]] = envelope
             try:
                 await socket.ws.send_json(item)
             except ConnectionError:
-                if item.get("type") == "events_api":
-                    self._undelivered.append(item)
+                socket.retiring = True
+                if envelope is not None:
+                    socket.unacked.pop(envelope["envelope_id"], None)
+                    self._deliver(envelope)
                 return
 
     def _add_reaction(self, params: dict[str, Any]) -> dict[str, Any]:
