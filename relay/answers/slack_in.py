@@ -1,5 +1,5 @@
 """Slack in: people's messages in threads of watched channels, by Socket Mode or the
-Events API (PRODUCT.md section 8: "What counts as an answer").
+Events API.
 
 Both ways hand Slack's `event_callback` payload to `slack_replies` (pure), which keeps a
 person's new message in a thread of a watched channel and drops everything else. Each

@@ -1,5 +1,5 @@
 """Telegram in: people's replies to messages, and messages in forum topics, of watched chats,
-read by long polling `getUpdates` (PRODUCT.md section 8: "What counts as an answer").
+read by long polling `getUpdates`.
 
 One `TelegramPoller` per bot token serves every destination on that bot. Offsets are the
 Bot API's: an update is confirmed by asking for the next one (`offset = update_id + 1`),
