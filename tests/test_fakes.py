@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
 import json
 import time
 from typing import Any
@@ -10,8 +13,9 @@ import aiohttp
 import pytest
 
 from tests.fakes.base import RateWindow
-from tests.fakes.slack import BOT_TOKEN, CHANNEL, FakeSlack
-from tests.fakes.telegram import CHAT_ID, TOKEN, FakeTelegram
+from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, CHANNEL, HUMAN, FakeSlack
+from tests.fakes.telegram import CHAT_ID, HUMAN_ID, TOKEN, FakeTelegram
+from tests.waiting import until
 
 AUTH = {"Authorization": f"Bearer {BOT_TOKEN}"}
 
@@ -242,6 +246,192 @@ def test_rate_window() -> None:
     assert window.wait("a", 1.0) == 0.0  # the first one has left the window
 
 
+# ------------------------------------------------------------------ Slack: answers
+
+
+async def test_slack_apps_connections_open_takes_app_tokens_only(
+    fake_slack: FakeSlack, http: aiohttp.ClientSession
+) -> None:
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    opened = await slack_call(http, fake_slack, "apps.connections.open", bearer(APP_TOKEN))
+    assert opened["ok"] is True
+    assert opened["url"].startswith(fake_slack.base_url.replace("http", "ws") + "/socket-mode?")
+    for headers, body, error in [
+        (bearer(BOT_TOKEN), {}, "not_allowed_token_type"),
+        (bearer("xapp-1-unknown-token"), {}, "invalid_auth"),
+        ({}, {}, "not_authed"),
+        ({}, {"token": APP_TOKEN}, "not_authed"),  # Slack wants it in the header
+    ]:
+        answer = await slack_call(http, fake_slack, "apps.connections.open", headers, **body)
+        assert answer["error"] == error
+    posted = await slack_call(
+        http, fake_slack, "chat.postMessage", bearer(APP_TOKEN), channel=CHANNEL, text="x"
+    )
+    assert posted["error"] == "not_allowed_token_type"
+    fake_slack.app_scopes.clear()
+    refused = await slack_call(http, fake_slack, "apps.connections.open", bearer(APP_TOKEN))
+    assert (refused["error"], refused["needed"]) == ("missing_scope", "connections:write")
+
+
+async def open_socket(
+    http: aiohttp.ClientSession, slack: FakeSlack
+) -> aiohttp.ClientWebSocketResponse:
+    headers = {"Authorization": f"Bearer {APP_TOKEN}"}
+    url = (await slack_call(http, slack, "apps.connections.open", headers))["url"]
+    ws = await http.ws_connect(url)
+    hello = await ws.receive_json()
+    assert hello["type"] == "hello" and hello["connection_info"]["app_id"]
+    return ws
+
+
+async def test_slack_socket_mode_sends_envelopes_and_records_acks(
+    fake_slack: FakeSlack, http: aiohttp.ClientSession
+) -> None:
+    event = {"type": "message", "channel": CHANNEL, "user": HUMAN, "text": "hi", "ts": "1.000001"}
+    queued = fake_slack.push_event(event)  # no connection yet: waits for one
+    ws = await open_socket(http, fake_slack)
+    envelope = await ws.receive_json()
+    assert envelope["envelope_id"] == queued and envelope["type"] == "events_api"
+    assert (envelope["retry_attempt"], envelope["accepts_response_payload"]) == (0, False)
+    assert envelope["payload"]["type"] == "event_callback"
+    assert envelope["payload"]["event"] == event and envelope["payload"]["event_id"]
+
+    retry = fake_slack.push_event(event, 2, event_id=envelope["payload"]["event_id"])
+    again = await ws.receive_json()
+    assert (again["envelope_id"], again["retry_attempt"], again["retry_reason"]) == (
+        retry,
+        2,
+        "timeout",
+    )
+    assert again["payload"]["event_id"] == envelope["payload"]["event_id"]
+    await ws.send_json({"envelope_id": retry})
+    await ws.send_str("not json")
+    await ws.send_json({"envelope_id": queued})
+    await until(lambda: len(fake_slack.acks) == 2)
+    assert fake_slack.acks == [retry, queued]
+    await ws.close()
+    await until(lambda: not fake_slack.sockets)
+
+
+async def test_slack_socket_mode_tickets_and_disconnects(
+    fake_slack: FakeSlack, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{fake_slack.base_url}/socket-mode?ticket=forged") as response:
+        assert response.status == 401
+    headers = {"Authorization": f"Bearer {APP_TOKEN}"}
+    url = (await slack_call(http, fake_slack, "apps.connections.open", headers))["url"]
+    first = await http.ws_connect(url)
+    assert (await first.receive_json())["type"] == "hello"
+    with pytest.raises(aiohttp.WSServerHandshakeError):
+        await http.ws_connect(url)  # each URL connects once
+
+    fake_slack.disconnect("refresh_requested")
+    assert await first.receive_json() == {
+        "type": "disconnect",
+        "reason": "refresh_requested",
+        "debug_info": {"host": "fake"},
+    }
+    waiting = fake_slack.push_event({"type": "message"})  # not to a connection told to go
+    second = await open_socket(http, fake_slack)
+    assert (await second.receive_json())["envelope_id"] == waiting
+    await first.close()
+
+    fake_slack.disconnect("warning", close=True)
+    assert (await second.receive_json())["reason"] == "warning"
+    assert (await second.receive()).type == aiohttp.WSMsgType.CLOSE
+    await until(lambda: not fake_slack.sockets)
+    assert fake_slack.socket_connections == 2
+
+
+async def test_slack_socket_mode_retries_what_was_not_acknowledged(
+    fake_slack: FakeSlack, http: aiohttp.ClientSession
+) -> None:
+    envelope_id = fake_slack.push_event({"type": "message"})
+    attempts = []
+    for _ in range(4):  # the first delivery and Slack's three retries
+        ws = await open_socket(http, fake_slack)
+        envelope = await ws.receive_json()
+        attempts.append((envelope["envelope_id"], envelope["retry_attempt"]))
+        await ws.close()  # gone without acknowledging it
+        await until(lambda: not fake_slack.sockets)
+    assert attempts == [(envelope_id, n) for n in range(4)]
+    last = await open_socket(http, fake_slack)
+    acked = fake_slack.push_event({"type": "message"})
+    assert (await last.receive_json())["envelope_id"] == acked, "no fifth delivery"
+    await last.send_json({"envelope_id": acked})
+    await until(lambda: fake_slack.acks == [acked])
+    await last.close()
+    await until(lambda: not fake_slack.sockets)
+    assert fake_slack._undelivered == [], "acknowledged: not delivered again"
+
+
+def test_slack_events_request_is_signed_as_slack_signs() -> None:
+    slack = FakeSlack()
+    headers, body = slack.events_request("s3cret-signing", {"type": "x"}, timestamp=1700000000)
+    expected = hmac.new(b"s3cret-signing", b"v0:1700000000:" + body, hashlib.sha256).hexdigest()
+    assert json.loads(body) == {"type": "x"}
+    assert headers["X-Slack-Request-Timestamp"] == "1700000000"
+    assert headers["X-Slack-Signature"] == f"v0={expected}"
+    assert "X-Slack-Retry-Num" not in headers
+    retried, _ = slack.events_request("s3cret-signing", b"raw", retry_num=1)
+    assert (
+        retried["X-Slack-Retry-Num"] == "1"
+        and abs(int(retried["X-Slack-Request-Timestamp"]) - time.time()) < 600
+    )
+
+
+async def test_slack_human_messages_and_their_events(
+    fake_slack: FakeSlack, http: aiohttp.ClientSession
+) -> None:
+    parent = fake_slack.human_message(CHANNEL, "my order <#123> & more")
+    reply = fake_slack.human_message(CHANNEL, "thanks", user="U0OTHER", thread_ts=parent)
+    bot = await post(http, fake_slack, text="relay here", thread_ts=parent)
+    assert parent < reply < bot["ts"] and fake_slack.messages[-1].thread_found is True
+    with pytest.raises(ValueError, match="to reply to"):
+        fake_slack.human_message(CHANNEL, "x", thread_ts="1000000000.000001")
+    with pytest.raises(ValueError, match="no channel"):
+        fake_slack.human_message("C0NOWHERE", "x")
+
+    person = fake_slack.message_event(parent)
+    assert person["user"] == HUMAN and "bot_id" not in person
+    assert person["text"] == "my order &lt;#123&gt; &amp; more"  # as Slack stores it
+    threaded = fake_slack.message_event(reply)
+    assert (threaded["user"], threaded["thread_ts"]) == ("U0OTHER", parent)
+    ours = fake_slack.message_event(bot["ts"], subtype="bot_message")
+    assert ours["bot_id"] and ours["bot_profile"] and ours["subtype"] == "bot_message"
+    with pytest.raises(ValueError):
+        fake_slack.message_event("1000000000.000001")
+
+
+async def test_slack_reactions(fake_slack: FakeSlack, http: aiohttp.ClientSession) -> None:
+    ts = fake_slack.human_message(CHANNEL, "the answer")
+
+    async def react(**body: Any) -> dict[str, Any]:
+        return await slack_call(http, fake_slack, "reactions.add", **body)
+
+    refused = await react(channel=CHANNEL, timestamp=ts, name="white_check_mark")
+    assert (refused["error"], refused["needed"]) == ("missing_scope", "reactions:write")
+    fake_slack.scopes.add("reactions:write")
+    assert (await react(channel="C0NOWHERE", timestamp=ts, name="x"))["error"] == (
+        "channel_not_found"
+    )
+    missing = await react(channel=CHANNEL, timestamp="1000000000.000001", name="white_check_mark")
+    assert missing["error"] == "message_not_found"
+    assert (await react(channel=CHANNEL, timestamp=ts, name=""))["error"] == "invalid_name"
+    assert (await react(channel=CHANNEL, timestamp=ts, name="white_check_mark"))["ok"] is True
+    again = await react(channel=CHANNEL, timestamp=ts, name="white_check_mark")
+    assert again["error"] == "already_reacted"
+    assert (await react(channel=CHANNEL, timestamp=ts, name="eyes"))["ok"] is True
+    assert [(r.channel, r.ts, r.name) for r in fake_slack.reactions] == [
+        (CHANNEL, ts, "white_check_mark"),
+        (CHANNEL, ts, "eyes"),
+    ]
+    fake_slack.channels[CHANNEL].archived = True
+    assert (await react(channel=CHANNEL, timestamp=ts, name="tada"))["error"] == "is_archived"
+
+
 # ------------------------------------------------------------------ Telegram
 
 
@@ -400,3 +590,153 @@ async def test_telegram_faults(fake_telegram: FakeTelegram, http: aiohttp.Client
     assert (limited[0], limited[1]["parameters"]) == (429, {"retry_after": 4})
     assert (failed[0], failed[1]["description"]) == (502, "Bad Gateway")
     assert fake_telegram.messages == []
+
+
+# ------------------------------------------------------------------ Telegram: answers
+
+
+async def test_telegram_get_updates_waits_for_an_update(
+    fake_telegram: FakeTelegram, http: aiohttp.ClientSession
+) -> None:
+    async with asyncio.timeout(10):  # a bound, not a timing assertion: it must not wait 600 s
+        waiting = asyncio.create_task(tg(http, fake_telegram, "getUpdates", timeout=600))
+        await until(lambda: fake_telegram.polling)
+        update = fake_telegram.user_message(CHAT_ID, "hello")
+        status, answer = await waiting
+        assert (status, answer["result"]) == (200, [update])
+        # Pending updates are answered at once, whatever the timeout.
+        assert (await tg(http, fake_telegram, "getUpdates", timeout=600))[1]["result"] == [update]
+    nothing = await tg(
+        http, fake_telegram, "getUpdates", offset=update["update_id"] + 1, timeout=0.05
+    )
+    assert nothing == (200, {"ok": True, "result": []})
+    assert not fake_telegram.polling
+
+
+async def test_telegram_a_newer_get_updates_ends_a_waiting_one(
+    fake_telegram: FakeTelegram, http: aiohttp.ClientSession
+) -> None:
+    first = asyncio.create_task(tg(http, fake_telegram, "getUpdates", timeout=600))
+    await until(lambda: fake_telegram.polling)
+    second = asyncio.create_task(tg(http, fake_telegram, "getUpdates", timeout=600))
+    status, answer = await first
+    assert (status, answer["description"]) == (
+        409,
+        "Conflict: terminated by other getUpdates request; make sure that only one bot "
+        "instance is running",
+    )
+    await until(lambda: fake_telegram.polling)
+    fake_telegram.set_webhook()  # ends the waiting one too
+    status, answer = await second
+    assert status == 409 and "webhook is active" in answer["description"]
+
+
+async def test_telegram_offsets_and_allowed_updates(
+    fake_telegram: FakeTelegram, http: aiohttp.ClientSession
+) -> None:
+    updates = [fake_telegram.user_message(CHAT_ID, str(n)) for n in range(4)]
+    last = await tg(http, fake_telegram, "getUpdates", offset=-1)
+    assert last[1]["result"] == updates[-1:], "a negative offset keeps only the last ones"
+    assert fake_telegram.updates == updates[-1:]
+    form = {"allowed_updates": json.dumps(["message"]), "timeout": "0"}  # as PTB sends it
+    async with http.post(f"{fake_telegram.api_url}/bot{TOKEN}/getUpdates", data=form) as r:
+        assert (await r.json())["result"] == updates[-1:]
+    assert fake_telegram.allowed_updates == ["message"]
+    fake_telegram.user_message(CHAT_ID, "edited", edited=True)
+    fake_telegram.add_update("channel_post", text="news")
+    kept = fake_telegram.user_message(CHAT_ID, "kept")
+    assert fake_telegram.updates == [updates[-1], kept]
+
+
+async def test_telegram_user_messages(
+    fake_telegram: FakeTelegram, http: aiohttp.ClientSession
+) -> None:
+    forum = fake_telegram.add_chat(-1009, forum=True, topics={3})
+    await send(http, fake_telegram, text="from the relay")
+    reply = fake_telegram.user_message(CHAT_ID, "an answer", reply_to=1)
+    message = reply["message"]
+    assert message["message_id"] == 2, "people's messages share the chat's ids"
+    assert message["from"] == {"id": HUMAN_ID, "is_bot": False, "first_name": "Ada"}
+    assert message["reply_to_message"]["text"] == "from the relay"
+    assert message["reply_to_message"]["from"]["is_bot"] is True
+    assert "message_thread_id" not in message and "edit_date" not in message
+
+    edited = fake_telegram.user_message(CHAT_ID, "fixed", reply_to=1, edited=True)
+    assert set(edited) == {"update_id", "edited_message"} and edited["edited_message"]["edit_date"]
+    bot = fake_telegram.user_message(CHAT_ID, "beep", user_id=77, is_bot=True)
+    assert bot["message"]["from"]["is_bot"] is True and bot["message"]["from"]["id"] == 77
+
+    topic = fake_telegram.user_message(forum.id, "in the topic", thread_id=3)["message"]
+    assert (topic["message_thread_id"], topic["is_topic_message"]) == (3, True)
+    assert topic["chat"]["is_forum"] is True
+    assert topic["reply_to_message"]["message_id"] == 3  # the topic's first message
+    assert "forum_topic_created" in topic["reply_to_message"]
+
+    with pytest.raises(ValueError, match="to reply to"):
+        fake_telegram.user_message(CHAT_ID, "x", reply_to=99)
+    with pytest.raises(ValueError, match="not a topic"):
+        fake_telegram.user_message(CHAT_ID, "x", thread_id=3)
+    with pytest.raises(ValueError, match="not a topic"):
+        fake_telegram.user_message(forum.id, "x", thread_id=4)
+    with pytest.raises(ValueError, match="no chat"):
+        fake_telegram.user_message(-42, "x")
+
+
+async def test_telegram_reactions(fake_telegram: FakeTelegram, http: aiohttp.ClientSession) -> None:
+    fake_telegram.user_message(CHAT_ID, "the answer")
+
+    async def react(*emoji: str, message_id: int = 1, kind: str = "emoji") -> tuple[int, Any]:
+        reaction = [{"type": kind, "emoji": e} for e in emoji]
+        form = {"chat_id": str(CHAT_ID), "message_id": str(message_id)}
+        form["reaction"] = json.dumps(reaction)  # form-encoded, as PTB sends it
+        url = f"{fake_telegram.api_url}/bot{TOKEN}/setMessageReaction"
+        async with http.post(url, data=form) as response:
+            return response.status, await response.json()
+
+    assert (await react("👍", message_id=9))[1]["description"] == (
+        "Bad Request: message to react not found"
+    )
+    assert (await react("✅"))[1]["description"] == "Bad Request: REACTION_INVALID"
+    assert (await react("👍", kind="custom_emoji"))[1]["description"] == (
+        "Bad Request: REACTION_INVALID"
+    )
+    assert (await react("👍", "👌"))[1]["description"] == "Bad Request: REACTIONS_TOO_MANY"
+    assert await react("👍") == (200, {"ok": True, "result": True})
+    assert fake_telegram.reactions_on(CHAT_ID, 1) == ("👍",)
+    assert (await react())[0] == 200
+    assert fake_telegram.reactions_on(CHAT_ID, 1) == ()
+    assert [r.emoji for r in fake_telegram.reactions] == [("👍",), ()]
+
+
+async def test_telegram_forum_topics(
+    fake_telegram: FakeTelegram, http: aiohttp.ClientSession
+) -> None:
+    forum = fake_telegram.add_chat(-1009, forum=True)
+    status, plain = await tg(http, fake_telegram, "createForumTopic", chat_id=CHAT_ID, name="x")
+    assert (status, plain["description"]) == (400, "Bad Request: the chat is not a forum")
+
+    status, created = await tg(http, fake_telegram, "createForumTopic", chat_id=-1009, name="Ada")
+    assert status == 200
+    topic = created["result"]
+    assert (topic["name"], topic["icon_color"]) == ("Ada", 7322096)
+    assert topic["message_thread_id"] in forum.topics
+    sent = await send(
+        http, fake_telegram, chat_id=-1009, text="x", message_thread_id=topic["message_thread_id"]
+    )
+    assert sent[0] == 200
+    answer = fake_telegram.user_message(-1009, "hi", thread_id=topic["message_thread_id"])
+    assert answer["message"]["reply_to_message"]["forum_topic_created"]["name"] == "Ada"
+
+    status, member = await tg(
+        http, fake_telegram, "getChatMember", chat_id=-1009, user_id=int(TOKEN.split(":")[0])
+    )
+    assert member["result"]["can_manage_topics"] is True
+    forum.bot_rights = {"can_manage_topics": False}
+    status, refused = await tg(http, fake_telegram, "createForumTopic", chat_id=-1009, name="B")
+    assert (status, refused["description"]) == (
+        400,
+        "Bad Request: not enough rights to create a topic",
+    )
+    forum.bot_rights, forum.bot_status = {}, "member"
+    status, refused = await tg(http, fake_telegram, "createForumTopic", chat_id=-1009, name="B")
+    assert refused["description"] == "Bad Request: not enough rights to create a topic"

@@ -20,11 +20,20 @@ to chat.postMessage (unless it is public and the token has `chat:write.public`),
 the token's scopes in `x-oauth-scopes`, as Slack's do; a method whose scope is missing
 answers `missing_scope` with `needed` and `provided`.
 
+For answers (relay/answers/slack_in.py): `apps.connections.open` with app-level tokens
+(`app_tokens`), a Socket Mode WebSocket (`hello`, `push_event` envelopes, acks recorded,
+`disconnect`), `events_request` signing Events API requests as Slack does, `human_message`
+for a person's message to reply or react to, and `reactions.add`.
+
 What both fakes share is in tests/fakes/base.py; the message rules in tests/fakes/blockkit.py.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import hmac
 import json
 import math
 import random
@@ -34,15 +43,24 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from tests.fakes.base import FakeServer, Fault, RateWindow, request_params
 from tests.fakes.blockkit import SlackRefusal, check_message
 
 BOT_TOKEN = "xoxb-1111-2222-fakeslacktoken"
+APP_TOKEN = "xapp-1-A0FAKE-3333-fakeslackapptoken"
+SIGNING_SECRET = "fakeslacksigningsecret0123456789"
 CHANNEL = "C0FAKE00001"
+TEAM = "T0FAKE"
+APP_ID = "A0FAKE"
+BOT_ID = "B0FAKE"
+BOT_USER = "U0FAKE"  # the bot's own user id (auth.test's user_id)
+HUMAN = "U0HUMAN01"  # the person `human_message` writes as by default
 BOT_NAME = "relay"  # the bot user auth.test names (`/invite @relay`)
 DEFAULT_SCOPES = frozenset({"chat:write", "channels:read", "groups:read"})
+DEFAULT_APP_SCOPES = frozenset({"connections:write"})
+MAX_RETRIES = 3  # Slack retries an unacknowledged event this many times
 
 
 @dataclass
@@ -56,8 +74,10 @@ class SlackChannel:
 
 @dataclass(frozen=True)
 class SlackPost:
-    """An accepted message. `via` is "api" or "webhook"; `thread_found` is None outside
-    threads, False for a `thread_ts` that names no message in the channel."""
+    """An accepted message. `via` is "api", "webhook" or "human" (`human_message`, written
+    by `user`; its `text` is stored as Slack stores it, `&`, `<` and `>` escaped);
+    `thread_found` is None outside threads, False for a `thread_ts` that names no message
+    in the channel."""
 
     channel: str
     ts: str
@@ -68,17 +88,55 @@ class SlackPost:
     via: str
     payload: dict[str, Any] = field(repr=False)
     thread_found: bool | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class SlackReaction:
+    """A reaction `reactions.add` accepted: emoji `name` on the message `ts` in `channel`."""
+
+    channel: str
+    ts: str
+    name: str
+    at: float
+
+
+@dataclass
+class SocketConnection:
+    """One Socket Mode WebSocket. `retiring`: sent a `disconnect`, so it gets no new
+    events (as Slack does while the client moves to a new connection)."""
+
+    number: int
+    ws: web.WebSocketResponse = field(repr=False)
+    outbox: asyncio.Queue[dict[str, Any] | None] = field(repr=False)
+    retiring: bool = False
+    closing: bool = False  # the fake is closing it (`disconnect(close=True)`)
+    unacked: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
 
 class FakeSlack(FakeServer):
     """Slack's `chat.postMessage`, `auth.test`, `conversations.info` and incoming webhooks."""
 
     def __init__(
-        self, *, tokens: Iterable[str] = (BOT_TOKEN,), clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        tokens: Iterable[str] = (BOT_TOKEN,),
+        app_tokens: Iterable[str] = (APP_TOKEN,),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(clock)
         self.tokens = set(tokens)
+        self.app_tokens = set(app_tokens)  # app-level tokens: apps.connections.open only
         self.scopes: set[str] = set(DEFAULT_SCOPES)  # granted to every known token
+        self.app_scopes: set[str] = set(DEFAULT_APP_SCOPES)  # granted to every app token
+        self.reactions: list[SlackReaction] = []
+        self.envelopes: dict[str, dict[str, Any]] = {}  # every envelope pushed, by id
+        self.acks: list[str] = []  # envelope ids acknowledged, in order
+        self.sockets: list[SocketConnection] = []  # open Socket Mode connections
+        self.socket_connections = 0  # how many were ever opened
+        self._tickets: set[str] = set()
+        self._undelivered: list[dict[str, Any]] = []  # envelopes waiting for a connection
+        self._writers: set[asyncio.Task[None]] = set()
         self.bot_name = BOT_NAME
         self.channels: dict[str, SlackChannel] = {}
         self.broken_images: set[str] = set()
@@ -90,10 +148,13 @@ class FakeSlack(FakeServer):
             "chat.postMessage": self._post_message,
             "auth.test": self._auth_test,
             "conversations.info": self._conversation_info,
+            "reactions.add": self._add_reaction,
+            "apps.connections.open": self._open_connection,
         }
         self.add_channel(CHANNEL, name="relay-tests")
         self.app.router.add_route("*", "/api/{method}", self._api)
         self.app.router.add_post("/services/{team}/{bot}/{secret}", self._webhook)
+        self.app.router.add_get("/socket-mode", self._socket)
 
     @property
     def api_url(self) -> str:
@@ -135,6 +196,263 @@ class FakeSlack(FakeServer):
     def messages_in(self, channel: str = CHANNEL) -> list[SlackPost]:
         return [m for m in self.messages if m.channel == channel]
 
+    # -------------------------------------------------------------- people and events
+
+    def human_message(
+        self,
+        channel: str = CHANNEL,
+        text: str = "hello",
+        *,
+        user: str = HUMAN,
+        thread_ts: str | None = None,
+    ) -> str:
+        """A person writes `text` in `channel` (in the thread of `thread_ts`, which must be a
+        message there); returns its `ts`. Stored as Slack stores text: `&`, `<`, `>`
+        escaped. Nothing is pushed: `push_event(message_event(ts))` does that."""
+        if channel not in self.channels:
+            raise ValueError(f"no channel {channel} in the fake")
+        if thread_ts is not None and not any(m.ts == thread_ts for m in self.messages_in(channel)):
+            raise ValueError(f"no message {thread_ts} in {channel} to reply to")
+        escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        post = self._record(
+            channel,
+            {"text": escaped},
+            escaped,
+            None,
+            "human",
+            thread_ts,
+            True if thread_ts else None,
+            user,
+        )
+        return post.ts
+
+    def message_event(self, ts: str, channel: str = CHANNEL, **extra: Any) -> dict[str, Any]:
+        """The `message` event Slack sends for a message in the channel (a person's, or
+        one the bot posted: those carry `bot_id` and `bot_profile`), updated by `extra`."""
+        post = next((m for m in self.messages_in(channel) if m.ts == ts), None)
+        if post is None:
+            raise ValueError(f"no message {ts} in {channel}")
+        event: dict[str, Any] = {
+            "type": "message",
+            "channel": channel,
+            "text": post.text or "",
+            "ts": ts,
+            "event_ts": ts,
+            "team": TEAM,
+            "channel_type": "group" if self.channels[channel].private else "channel",
+        }
+        if post.via == "human":
+            event["user"] = post.user
+            event["client_msg_id"] = f"{random.getrandbits(128):032x}"
+        else:
+            event |= {
+                "user": BOT_USER,
+                "bot_id": BOT_ID,
+                "app_id": APP_ID,
+                "bot_profile": {"id": BOT_ID, "app_id": APP_ID, "name": self.bot_name},
+            }
+        if post.thread_ts is not None:
+            event["thread_ts"] = post.thread_ts
+        return event | extra
+
+    def event_payload(self, event: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
+        """The `event_callback` Slack wraps an event in, for Socket Mode and the Events API
+        alike; `event_id` stays the same for Slack's retries of one event."""
+        return {
+            "token": "fake-verification-token",
+            "team_id": TEAM,
+            "api_app_id": APP_ID,
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{random.getrandbits(40):010X}",
+            "event_time": int(time.time()),
+            "authorizations": [
+                {
+                    "team_id": TEAM,
+                    "user_id": BOT_USER,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+            "is_ext_shared_channel": False,
+            "event_context": f"4-fake-{random.getrandbits(32):08x}",
+        }
+
+    def events_request(
+        self,
+        signing_secret: str,
+        payload: dict[str, Any] | bytes,
+        timestamp: int | None = None,
+        *,
+        retry_num: int = 0,
+    ) -> tuple[dict[str, str], bytes]:
+        """Headers and body of an Events API request, signed as Slack signs them: `v0=` and
+        the HMAC-SHA256 of `v0:{timestamp}:{body}` (`payload` JSON-encoded, or bytes sent
+        as they are). `retry_num` > 0 adds Slack's retry headers."""
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        digest = hmac.new(
+            signing_secret.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256
+        ).hexdigest()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Slack-Request-Timestamp": stamp,
+            "X-Slack-Signature": f"v0={digest}",
+        }
+        if retry_num:
+            headers |= {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
+        return headers, body
+
+    # -------------------------------------------------------------- Socket Mode
+
+    def push_event(
+        self, event: dict[str, Any], retry_attempt: int = 0, *, event_id: str | None = None
+    ) -> str:
+        """Send an `events_api` envelope for `event` to the newest open connection (that was
+        not told to disconnect), or to the next one to connect; returns its envelope id.
+        A retry (`retry_attempt` > 0) of the same event should pass the same `event_id`.
+        If the connection closes before the client acknowledges it, it goes to the next
+        one again, as Slack's retry (`retry_attempt` + 1, up to MAX_RETRIES)."""
+        envelope_id = f"{random.getrandbits(128):032x}"
+        envelope = {
+            "envelope_id": envelope_id,
+            "type": "events_api",
+            "payload": self.event_payload(event, event_id),
+            "accepts_response_payload": False,
+            "retry_attempt": retry_attempt,
+            "retry_reason": "timeout" if retry_attempt else "",
+        }
+        self._deliver(envelope)
+        return envelope_id
+
+    def _deliver(self, envelope: dict[str, Any]) -> None:
+        self.envelopes[envelope["envelope_id"]] = envelope
+        live = [s for s in self.sockets if not s.retiring]
+        if live:
+            live[-1].outbox.put_nowait(envelope)
+        else:
+            self._undelivered.append(envelope)
+
+    def disconnect(self, reason: str = "refresh_requested", *, close: bool = False) -> None:
+        """Tell every open connection to reconnect (`{"type": "disconnect", "reason"}`), as
+        Slack does every few hours; `close=True` also closes them (a server going away)."""
+        message = {"type": "disconnect", "reason": reason, "debug_info": {"host": "fake"}}
+        for socket in self.sockets:
+            socket.retiring = True
+            socket.outbox.put_nowait(message)
+            if close:
+                socket.outbox.put_nowait(None)
+
+    async def stop(self) -> None:
+        for socket in list(self.sockets):
+            await socket.ws.close()
+        for writer in list(self._writers):
+            writer.cancel()
+        await asyncio.gather(*self._writers, return_exceptions=True)
+        await super().stop()
+
+    def _open_connection(self, params: dict[str, Any]) -> dict[str, Any]:
+        if "connections:write" not in self.app_scopes:
+            raise SlackRefusal(
+                "missing_scope",
+                needed="connections:write",
+                provided=",".join(sorted(self.app_scopes)),
+            )
+        ticket = f"{random.getrandbits(96):024x}"
+        self._tickets.add(ticket)
+        ws_url = self.base_url.replace("http://", "ws://", 1)
+        return {"url": f"{ws_url}/socket-mode?ticket={ticket}&app_id={APP_ID}"}
+
+    async def _socket(self, request: web.Request) -> web.StreamResponse:
+        ticket = request.query.get("ticket", "")
+        if ticket not in self._tickets:  # each URL connects once
+            return web.Response(status=401, text="invalid ticket")
+        self._tickets.discard(ticket)
+        # Answers the client's pings; waits at most 1 s for the client's side of a close.
+        ws = web.WebSocketResponse(timeout=1.0)
+        await ws.prepare(request)
+        self.socket_connections += 1
+        socket = SocketConnection(self.socket_connections, ws, asyncio.Queue())
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": len(self.sockets) + 1,
+                "debug_info": {"host": "fake", "approximate_connection_time": 18060},
+                "connection_info": {"app_id": APP_ID},
+            }
+        )
+        self.sockets.append(socket)
+        for envelope in self._undelivered:
+            socket.outbox.put_nowait(envelope)
+        self._undelivered.clear()
+        writer = asyncio.create_task(self._write(socket))
+        self._writers.add(writer)
+        try:
+            async for message in ws:
+                if message.type == WSMsgType.TEXT:
+                    with contextlib.suppress(ValueError):
+                        answer = json.loads(message.data)
+                        if isinstance(answer, dict) and isinstance(answer.get("envelope_id"), str):
+                            self.acks.append(answer["envelope_id"])
+                            socket.unacked.pop(answer["envelope_id"], None)
+        finally:
+            self.sockets.remove(socket)
+            if not socket.closing:  # else the writer is finishing the close handshake
+                writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            self._writers.discard(writer)
+            self._redeliver(socket)
+        return ws
+
+    def _redeliver(self, socket: SocketConnection) -> None:
+        """What a closed connection never got goes to the next one as it was; what it got
+        but did not acknowledge goes as Slack's retry."""
+        while not socket.outbox.empty():
+            item = socket.outbox.get_nowait()
+            if item is not None and item.get("type") == "events_api":
+                self._deliver(item)
+        for envelope in socket.unacked.values():
+            if envelope["retry_attempt"] < MAX_RETRIES:
+                retry = envelope["retry_attempt"] + 1
+                self._deliver(envelope | {"retry_attempt": retry, "retry_reason": "timeout"})
+        socket.unacked.clear()
+
+    async def _write(self, socket: SocketConnection) -> None:
+        while True:
+            item = await socket.outbox.get()
+            if item is None:
+                socket.closing = True
+                await socket.ws.close()
+                return
+            envelope = item if item.get("type") == "events_api" else None
+            if envelope is not None:  # before sending: the ack may come back at once
+                socket.unacked[envelope["envelope_id"]] = envelope
+            try:
+                await socket.ws.send_json(item)
+            except ConnectionError:
+                socket.retiring = True
+                if envelope is not None:
+                    socket.unacked.pop(envelope["envelope_id"], None)
+                    self._deliver(envelope)
+                return
+
+    def _add_reaction(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._need("reactions:write")
+        channel = self.channels.get(str(params.get("channel", "")))
+        if channel is None or (channel.private and not channel.member):
+            raise SlackRefusal("channel_not_found")
+        if channel.archived:
+            raise SlackRefusal("is_archived")
+        ts, name = str(params.get("timestamp", "")), str(params.get("name", "")).strip(":")
+        if not name:
+            raise SlackRefusal("invalid_name")
+        if not any(m.ts == ts for m in self.messages_in(channel.id)):
+            raise SlackRefusal("message_not_found")
+        if any((r.channel, r.ts, r.name) == (channel.id, ts, name) for r in self.reactions):
+            raise SlackRefusal("already_reacted")
+        self.reactions.append(SlackReaction(channel.id, ts, name, self.clock()))
+        return {}
+
     # -------------------------------------------------------------- Web API
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
@@ -152,17 +470,18 @@ class FakeSlack(FakeServer):
             handler = self._methods.get(method)
             if handler is None:
                 raise SlackRefusal("unknown_method", status=404)
-            self._authorize(request, params)
+            self._authorize(request, params, method)
             result = handler(params)
         except SlackRefusal as refusal:
             return self._refuse(method, refusal)
         except ValueError:
             return self._refuse(method, SlackRefusal("invalid_json"))
         self.note(method, 200, None)
-        return web.json_response({"ok": True, **result}, headers=self._scope_header())
+        return web.json_response({"ok": True, **result}, headers=self._scope_header(method))
 
-    def _scope_header(self) -> dict[str, str]:
-        return {"x-oauth-scopes": ",".join(sorted(self.scopes))}
+    def _scope_header(self, method: str = "") -> dict[str, str]:
+        scopes = self.app_scopes if method == "apps.connections.open" else self.scopes
+        return {"x-oauth-scopes": ",".join(sorted(scopes))}
 
     def _need(self, *scopes: str) -> None:
         """Refuse with `missing_scope` unless the token has one of `scopes`."""
@@ -171,11 +490,23 @@ class FakeSlack(FakeServer):
                 "missing_scope", needed=",".join(scopes), provided=",".join(sorted(self.scopes))
             )
 
-    def _authorize(self, request: web.Request, params: dict[str, Any]) -> None:
+    def _authorize(self, request: web.Request, params: dict[str, Any], method: str) -> None:
         header = request.headers.get("Authorization", "")
+        if method == "apps.connections.open":
+            # Slack: the app-level token must come in the Authorization header.
+            token = header.removeprefix("Bearer ").strip()
+            if not token:
+                raise SlackRefusal("not_authed")
+            if token in self.tokens:
+                raise SlackRefusal("not_allowed_token_type")
+            if token not in self.app_tokens:
+                raise SlackRefusal("invalid_auth")
+            return
         token = header.removeprefix("Bearer ").strip() or params.get("token")
         if not token:
             raise SlackRefusal("not_authed")
+        if token in self.app_tokens:
+            raise SlackRefusal("not_allowed_token_type")
         if token not in self.tokens:
             raise SlackRefusal("invalid_auth")
 
@@ -201,8 +532,8 @@ class FakeSlack(FakeServer):
             body["errors"] = refusal.notes
             body["response_metadata"] = {"messages": [f"[ERROR] {n}" for n in refusal.notes]}
         headers = _retry_header(refusal)
-        if refusal.error not in ("not_authed", "invalid_auth"):
-            headers |= self._scope_header()
+        if refusal.error not in ("not_authed", "invalid_auth", "not_allowed_token_type"):
+            headers |= self._scope_header(method)
         return web.json_response(body, status=refusal.status, headers=headers)
 
     def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -210,9 +541,9 @@ class FakeSlack(FakeServer):
             "url": f"{self.base_url}/",
             "team": "Fake Team",
             "user": self.bot_name,
-            "team_id": "T0FAKE",
-            "user_id": "U0FAKE",
-            "bot_id": "B0FAKE",
+            "team_id": TEAM,
+            "user_id": BOT_USER,
+            "bot_id": BOT_ID,
         }
 
     def _conversation_info(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -273,12 +604,13 @@ class FakeSlack(FakeServer):
         via: str,
         thread_ts: str | None = None,
         thread_found: bool | None = None,
+        user: str | None = None,
     ) -> SlackPost:
         self._ts_seq += 1
         ts = f"{self._ts_base}.{self._ts_seq:06d}"  # unique, increasing, Slack-shaped
         payload = {k: v for k, v in params.items() if k != "token"}
         post = SlackPost(
-            channel, ts, text, blocks, thread_ts, self.clock(), via, payload, thread_found
+            channel, ts, text, blocks, thread_ts, self.clock(), via, payload, thread_found, user
         )
         self.messages.append(post)
         return post

@@ -12,6 +12,11 @@ For `relay doctor` and `relay telegram-chats`: what getChatMember says about the
 (`chats[id].bot_status`, `.bot_rights`), a group's member permissions, forums, updates
 queued for getUpdates (`add_update`), and a webhook that makes getUpdates answer 409.
 
+For answers (relay/answers/telegram_in.py): getUpdates long-polls (it waits up to its
+`timeout` for an update, and a newer getUpdates ends a waiting one with 409, as Telegram
+does), `user_message` for a person's message (a reply, a forum topic message, an edit),
+`setMessageReaction` (Telegram's emoji list only) and `createForumTopic`.
+
 Bodies are read as Telegram reads them: PTB sends form-encoded fields (multipart only when
 uploading files) with every non-string value JSON-encoded, e.g. `reply_parameters=
 {"message_id": 3, ...}` and `chat_id=-100123`; JSON bodies and query strings work too.
@@ -22,6 +27,8 @@ tests/fakes/base.py, shared with the fake Slack.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import math
 import re
@@ -31,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from telegram.constants import ReactionEmoji
 
 from tests.fakes.base import FakeServer, Fault, RateWindow, request_params
 from tests.fakes.telegram_html import EntityParseError, parse, utf16_len
@@ -51,15 +59,29 @@ _JSON_FIELDS = {
     "reply_markup",
     "entities",
     "caption_entities",
+    "reaction",
+    "allowed_updates",
 }
-_INT_FIELDS = {"message_thread_id", "reply_to_message_id", "user_id", "offset", "limit"}
+_INT_FIELDS = {
+    "message_thread_id",
+    "reply_to_message_id",
+    "user_id",
+    "offset",
+    "limit",
+    "message_id",
+    "icon_color",
+}
+_FLOAT_FIELDS = {"timeout"}
 _BOOL_FIELDS = {
     "disable_notification",
     "protect_content",
     "allow_sending_without_reply",
     "has_spoiler",
     "show_caption_above_media",
+    "is_big",
 }
+REACTIONS = frozenset(emoji.value for emoji in ReactionEmoji)  # what bots may react with
+HUMAN_ID = 4242  # the person `user_message` writes as by default
 
 
 @dataclass
@@ -74,7 +96,18 @@ class TelegramChat:
     bot_rights: dict[str, Any] = field(default_factory=dict)  # e.g. {"can_post_messages": False}
     permissions: dict[str, bool] | None = None  # getChat's default member permissions
     migrated_to: int | None = None
-    message_ids: list[int] = field(default_factory=list)
+    message_ids: list[int] = field(default_factory=list)  # every message: the bot's, people's
+    topic_names: dict[int, str] = field(default_factory=dict)  # createForumTopic's
+
+
+@dataclass(frozen=True)
+class TelegramReaction:
+    """What setMessageReaction set on a message (`emoji` empty: reactions removed)."""
+
+    chat_id: int | str
+    message_id: int
+    emoji: tuple[str, ...]
+    at: float
 
 
 @dataclass(frozen=True)
@@ -116,7 +149,12 @@ class FakeTelegram(FakeServer):
         self.limits: list[tuple[RateWindow, Callable[[int | str], Any]]] = []
         self.updates: list[dict[str, Any]] = []  # pending for getUpdates, oldest first
         self.webhook_url: str | None = None
+        self.allowed_updates: list[str] | None = None  # as getUpdates last set it
+        self.reactions: list[TelegramReaction] = []
         self._update_seq = 100_000
+        self._message_json: dict[tuple[int | str, int], dict[str, Any]] = {}
+        self._new_update = asyncio.Event()  # set (and replaced) when an update is queued
+        self._waiting_poll: asyncio.Event | None = None  # set: a newer poll ended it
         methods: dict[str, Callable[[str, dict[str, Any]], Any]] = {
             "getMe": self._get_me,
             "getChat": self._get_chat,
@@ -124,6 +162,8 @@ class FakeTelegram(FakeServer):
             "getChatMember": self._get_chat_member,
             "deleteWebhook": self._delete_webhook,
             "sendMessage": self._send,
+            "setMessageReaction": self._set_reaction,
+            "createForumTopic": self._create_topic,
             **dict.fromkeys(MEDIA_FIELDS, self._send),
         }
         # Bot API method names ignore case; handlers and records use the documented spelling.
@@ -164,6 +204,8 @@ class FakeTelegram(FakeServer):
     def set_webhook(self, url: str = "https://relay.example.com/hook") -> None:
         """The bot has a webhook: getUpdates answers 409 Conflict until deleteWebhook."""
         self.webhook_url = url
+        if self._waiting_poll is not None:  # Telegram ends a waiting getUpdates too
+            self._waiting_poll.set()
 
     def add_update(
         self,
@@ -184,10 +226,103 @@ class FakeTelegram(FakeServer):
         chat = _chat_json(TelegramChat(chat_id, type or _chat_type(chat_id), title))
         if username is not None:
             chat["username"] = username
+        return self._queue(kind, _update_body(kind, chat, text, status))
+
+    def user_message(
+        self,
+        chat_id: int | str = CHAT_ID,
+        text: str = "hello",
+        *,
+        user_id: int = HUMAN_ID,
+        is_bot: bool = False,
+        reply_to: int | None = None,
+        thread_id: int | None = None,
+        edited: bool = False,
+    ) -> dict[str, Any]:
+        """A person (or, `is_bot`, another bot) writes `text` in a chat the fake knows:
+        replying to message `reply_to` (which must exist in the chat), in forum topic
+        `thread_id` (which must be a topic of the forum). Queues and returns the update;
+        `edited` queues an `edited_message` update for it instead."""
+        chat = self.chats.get(chat_id)
+        if chat is None:
+            raise ValueError(f"no chat {chat_id} in the fake")
+        if reply_to is not None and reply_to not in chat.message_ids:
+            raise ValueError(f"no message {reply_to} in chat {chat_id} to reply to")
+        if thread_id is not None and (not chat.forum or thread_id not in chat.topics):
+            raise ValueError(f"{thread_id} is not a topic of a forum {chat_id}")
+        message_id = self._next_message_id(chat)
+        now = int(time.time())
+        sender = (
+            {"id": user_id, "is_bot": True, "first_name": "Other bot", "username": "other_bot"}
+            if is_bot
+            else {
+                "id": user_id,
+                "is_bot": False,
+                "first_name": "Ada" if user_id == HUMAN_ID else f"User {user_id}",
+            }
+        )
+        message: dict[str, Any] = {
+            "message_id": message_id,
+            "date": now,
+            "chat": _chat_json(chat),
+            "from": sender,
+            "text": text,
+        }
+        if thread_id is not None:
+            # Telegram: a topic message is a reply to the topic's first message, unless it
+            # replies to another one.
+            message |= {"message_thread_id": thread_id, "is_topic_message": True}
+            message["reply_to_message"] = (
+                self._known(chat, reply_to)
+                if reply_to is not None
+                else self._message_json.get((chat.id, thread_id)) or _topic_created(chat, thread_id)
+            )
+        elif reply_to is not None:
+            message["reply_to_message"] = self._known(chat, reply_to)
+        self._message_json[(chat.id, message_id)] = {
+            k: v for k, v in message.items() if k != "reply_to_message"
+        }
+        if edited:
+            return self._queue("edited_message", message | {"edit_date": now})
+        return self._queue("message", message)
+
+    @property
+    def polling(self) -> bool:
+        """A getUpdates is waiting for an update (long polling)."""
+        return self._waiting_poll is not None
+
+    def reactions_on(self, chat_id: int | str, message_id: int) -> tuple[str, ...]:
+        """The bot's current reaction on a message (empty: none)."""
+        found = [
+            r.emoji for r in self.reactions if (r.chat_id, r.message_id) == (chat_id, message_id)
+        ]
+        return found[-1] if found else ()
+
+    def _queue(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Make an update; pending for getUpdates unless `allowed_updates` leaves it out."""
         self._update_seq += 1
-        update = {"update_id": self._update_seq, kind: _update_body(kind, chat, text, status)}
+        update = {"update_id": self._update_seq, kind: body}
+        if self.allowed_updates is not None and kind not in self.allowed_updates:
+            return update  # Telegram does not keep updates the bot asked not to get
         self.updates.append(update)
+        self._new_update.set()
+        self._new_update = asyncio.Event()
         return update
+
+    def _known(self, chat: TelegramChat, message_id: int) -> dict[str, Any]:
+        """A message of the chat as replies quote it (a bare one for ids added by hand)."""
+        return self._message_json.get((chat.id, message_id)) or {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": _chat_json(chat),
+            "from": _bot_user(),
+            "text": "…",
+        }
+
+    def _next_message_id(self, chat: TelegramChat) -> int:
+        message_id = len(chat.message_ids) + 1
+        chat.message_ids.append(message_id)
+        return message_id
 
     def refuse_media(
         self, url: str, description: str = "wrong file identifier/HTTP URL specified"
@@ -242,7 +377,11 @@ class FakeTelegram(FakeServer):
                 params = _typed(await request_params(request))
             except ValueError:
                 raise BotApiError(400, "Bad Request: can't parse JSON object") from None
+            except ConnectionError:  # the client gave up mid-request (a poller stopping)
+                return web.Response(status=400)
             result = handler(method, params)
+            if inspect.isawaitable(result):
+                result = await result
         except BotApiError as error:
             self.note(method, error.status, error.description)
             body: dict[str, Any] = {
@@ -261,18 +400,59 @@ class FakeTelegram(FakeServer):
     def _get_me(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         return _bot_user()
 
-    def _get_updates(self, method: str, params: dict[str, Any]) -> list[Any]:
-        # Never waits (long polling is not modelled); an offset confirms older updates.
+    async def _get_updates(self, method: str, params: dict[str, Any]) -> list[Any]:
+        """Pending updates at once; none pending, waits up to `timeout` seconds for one. An
+        offset confirms (forgets) older updates; a negative one keeps only the last
+        -offset. `allowed_updates` is remembered and applies to updates queued later, as
+        Telegram's does. A newer call ends a waiting one with 409, as Telegram does."""
+        self._refuse_with_webhook()
+        if self._waiting_poll is not None:
+            self._waiting_poll.set()
+            self._waiting_poll = None
+        if params.get("allowed_updates") is not None:
+            self.allowed_updates = list(params["allowed_updates"])
+        offset = params.get("offset")
+        if offset is not None and offset < 0:
+            self.updates = self.updates[offset:]
+        elif offset is not None:
+            self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        limit = params.get("limit") or 100
+        deadline = asyncio.get_running_loop().time() + max(0.0, params.get("timeout") or 0.0)
+        ended = asyncio.Event()
+        while not self.updates:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            self._waiting_poll = ended
+            waits = [
+                asyncio.ensure_future(e.wait()) for e in (self._new_update, ended, self._closing)
+            ]
+            try:
+                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+                await asyncio.gather(*waits, return_exceptions=True)
+                if self._waiting_poll is ended:
+                    self._waiting_poll = None
+            if self._closing.is_set():
+                break
+            if ended.is_set():
+                self._refuse_with_webhook()
+                raise BotApiError(
+                    409,
+                    "Conflict: terminated by other getUpdates request; make sure that only "
+                    "one bot instance is running",
+                )
+        return self.updates[:limit]
+
+    def _refuse_with_webhook(self) -> None:
         if self.webhook_url is not None:
             raise BotApiError(
                 409,
                 "Conflict: can't use getUpdates method while webhook is active; "
                 "use deleteWebhook to delete the webhook first",
             )
-        offset = params.get("offset")
-        if offset is not None:
-            self.updates = [u for u in self.updates if u["update_id"] >= offset]
-        return self.updates[: params.get("limit") or 100]
 
     def _delete_webhook(self, method: str, params: dict[str, Any]) -> bool:
         self.webhook_url = None
@@ -302,8 +482,7 @@ class FakeTelegram(FakeServer):
         reply_to = self._reply(chat, params)
         text, media = self._content(method, params)
         self._pace(chat.id)
-        message_id = len(chat.message_ids) + 1
-        chat.message_ids.append(message_id)
+        message_id = self._next_message_id(chat)
         raw = params.get("caption" if method in MEDIA_FIELDS else "text")
         self.messages.append(
             TelegramPost(
@@ -320,7 +499,47 @@ class FakeTelegram(FakeServer):
                 params,
             )
         )
-        return _message_json(message_id, chat, method, text, thread_id)
+        sent = _message_json(message_id, chat, method, text, thread_id)
+        self._message_json[(chat.id, message_id)] = sent
+        return sent
+
+    def _set_reaction(self, method: str, params: dict[str, Any]) -> bool:
+        chat = self._chat(params)
+        message_id = params.get("message_id")
+        if message_id not in chat.message_ids:
+            raise BotApiError(400, "Bad Request: message to react not found")
+        reaction = params.get("reaction") or []
+        if not isinstance(reaction, list):
+            raise BotApiError(400, "Bad Request: can't parse reaction types JSON object")
+        emoji: list[str] = []
+        for kind in reaction:
+            if not isinstance(kind, dict) or kind.get("type") != "emoji":
+                raise BotApiError(400, "Bad Request: REACTION_INVALID")
+            if kind.get("emoji") not in REACTIONS:
+                raise BotApiError(400, "Bad Request: REACTION_INVALID")
+            emoji.append(kind["emoji"])
+        if len(emoji) > 1:  # bots set at most one reaction
+            raise BotApiError(400, "Bad Request: REACTIONS_TOO_MANY")
+        self.reactions.append(TelegramReaction(chat.id, message_id, tuple(emoji), self.clock()))
+        return True
+
+    def _create_topic(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        chat = self._chat(params)
+        if not chat.forum:
+            raise BotApiError(400, "Bad Request: the chat is not a forum")
+        may_manage = chat.bot_status == "creator" or (
+            chat.bot_status == "administrator" and chat.bot_rights.get("can_manage_topics", True)
+        )
+        if not may_manage:
+            raise BotApiError(400, "Bad Request: not enough rights to create a topic")
+        name = str(params.get("name", ""))
+        icon_color = params.get("icon_color", 7322096)
+        # The topic is its first (service) message: message_thread_id is that message's id.
+        thread_id = self._next_message_id(chat)
+        chat.topics.add(thread_id)
+        chat.topic_names[thread_id] = name
+        self._message_json[(chat.id, thread_id)] = _topic_created(chat, thread_id, name, icon_color)
+        return {"message_thread_id": thread_id, "name": name, "icon_color": icon_color}
 
     # -------------------------------------------------------------- rules
 
@@ -414,6 +633,8 @@ def _typed(params: dict[str, Any]) -> dict[str, Any]:
             typed[key] = json.loads(value)
         elif key in _INT_FIELDS:
             typed[key] = int(value)
+        elif key in _FLOAT_FIELDS:
+            typed[key] = float(value)
         elif key in _BOOL_FIELDS:
             typed[key] = value.lower() == "true"
         elif key == "chat_id":
@@ -455,6 +676,8 @@ def _member_json(status: str, user: dict[str, Any], chat_type: str) -> dict[str,
         member |= dict.fromkeys(_ADMIN_RIGHTS, True)
         if chat_type == "channel":
             member |= {"can_post_messages": True, "can_edit_messages": True}
+        else:
+            member["can_manage_topics"] = True
     elif status == "creator":
         member["is_anonymous"] = False
     elif status == "restricted":
@@ -504,7 +727,27 @@ def _bot_user() -> dict[str, Any]:
 def _chat_json(chat: TelegramChat) -> dict[str, Any]:
     if chat.type == "private":
         return {"id": chat.id, "type": "private", "first_name": chat.title}
+    if chat.forum:
+        return {"id": chat.id, "type": chat.type, "title": chat.title, "is_forum": True}
     return {"id": chat.id, "type": chat.type, "title": chat.title}
+
+
+def _topic_created(
+    chat: TelegramChat, thread_id: int, name: str | None = None, icon_color: int = 7322096
+) -> dict[str, Any]:
+    """A topic's first message: the service message saying it was created."""
+    return {
+        "message_id": thread_id,
+        "date": int(time.time()),
+        "chat": _chat_json(chat),
+        "from": _bot_user(),
+        "message_thread_id": thread_id,
+        "is_topic_message": True,
+        "forum_topic_created": {
+            "name": name or chat.topic_names.get(thread_id, f"Topic {thread_id}"),
+            "icon_color": icon_color,
+        },
+    }
 
 
 def _message_json(
