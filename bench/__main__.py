@@ -1,4 +1,4 @@
-"""`python -m bench [ingest|e2e|drain|memory|handler|floor|amplifier ...] [--quick]`: run
+"""`python -m bench [ingest|e2e|drain|memory|handler|floor|amplifier|backlog ...] [--quick]`: run
 benchmarks.
 
 Without names, the four figures of BENCHMARKS.md: ingest, e2e, drain, memory.
@@ -18,7 +18,8 @@ from typing import Any
 from bench.common import machine
 
 NAMES = ("ingest", "e2e", "drain", "memory")
-EXTRAS = ("handler", "floor", "amplifier")  # run only when named: not among the four figures
+# Run only when named: not among the four figures.
+EXTRAS = ("handler", "floor", "amplifier", "backlog")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"benchmarks to run: {', '.join(NAMES)} (default: all of these), handler "
         "(the webhook handler's CPU per request, in process; with --patch), floor "
-        "(how close to the bare handler any durable relay can come on this machine), or "
-        "amplifier (valid webhooks while 1 MiB bodies with a wrong signature are posted)",
+        "(how close to the bare handler any durable relay can come on this machine), "
+        "amplifier (valid webhooks while 1 MiB bodies with a wrong signature are posted), or "
+        "backlog (claims and ingest with 1 000 and 100 000 pending; A/B against the store "
+        "before heads)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="shorter runs and smaller N, for a quick check"
@@ -69,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from bench import amplifier, drain, e2e, floor, handler, ingest, memory
+    from bench import amplifier, backlog, drain, e2e, floor, handler, ingest, memory
 
     results: dict[str, Any] = {}
     for name in args.names or NAMES:
@@ -94,6 +97,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         elif name == "amplifier":
             results[name] = await amplifier.main(quick=args.quick, seconds=args.seconds)
+        elif name == "backlog":
+            results[name] = await backlog.main(quick=args.quick)
         elif name == "memory":
             results[name] = await memory.main(quick=args.quick, events=args.events)
         print(f"({name}: {time.monotonic() - started:.0f} s)\n", flush=True)

@@ -188,7 +188,7 @@ CLAIM_HEADS = Statement(
 LEASE_HEADS = Statement(
     """
     UPDATE heads SET lease_until = :lease_until, lease_owner = :owner
-    WHERE delivery_id IN ({ids})
+    WHERE delivery_id {in_ids}
     """
 )
 
@@ -198,7 +198,7 @@ LEASE_HEADS = Statement(
 CLAIM_RUNS = Statement(
     f"""
     UPDATE deliveries SET lease_until = :lease_until, lease_owner = :owner
-    WHERE id IN ({{ids}}) OR id IN (
+    WHERE id {{in_ids}} OR id IN (
         SELECT id FROM (
             SELECT f.id, max(f.next_at) OVER (PARTITION BY f.conversation ORDER BY f.id)
                 AS due_at
@@ -207,7 +207,7 @@ CLAIM_RUNS = Statement(
                 WHERE d.destination = h.destination AND d.conversation = h.conversation
                   AND d.state = 'pending' AND d.id > h.delivery_id
                 ORDER BY d.id LIMIT :run)
-            WHERE h.delivery_id IN ({{ids}}) AND h.conversation IS NOT NULL)
+            WHERE h.delivery_id {{in_ids}} AND h.conversation IS NOT NULL)
         WHERE due_at <= :now)
     RETURNING {_CLAIMED_COLUMNS}
     """,  # noqa: S608 - constant fragments, no input
@@ -222,7 +222,8 @@ CLAIM = Statement(
         SELECT delivery_id, conversation FROM heads WHERE {_CLAIMABLE}
         ORDER BY next_at, delivery_id LIMIT :limit {{skip_locked}}
     ), leased AS (
-        -- An array, not IN (SELECT ...): a semi-join here would scan every head.
+        -- Arrays, not IN (SELECT ...), here and below: with the statistics of a table
+        -- that just grew (a burst), a semi-join may scan every row.
         UPDATE heads SET lease_until = :lease_until, lease_owner = :owner
         WHERE delivery_id = ANY(ARRAY(SELECT delivery_id FROM picked))
     ), behind AS (
@@ -231,13 +232,13 @@ CLAIM = Statement(
                 SELECT d.id, d.next_at FROM deliveries AS d
                 WHERE d.destination = :destination AND d.conversation = p.conversation
                   AND d.state = 'pending' AND d.id > p.delivery_id
-                ORDER BY d.id LIMIT :run) AS n
+                ORDER BY d.conversation, d.id LIMIT :run) AS n
         ) AS f
         WHERE f.due_at <= :now
     )
     UPDATE deliveries SET lease_until = :lease_until, lease_owner = :owner
     WHERE state = 'pending'
-      AND id IN (SELECT delivery_id FROM picked UNION ALL SELECT id FROM behind)
+      AND id = ANY(ARRAY(SELECT delivery_id FROM picked UNION ALL SELECT id FROM behind))
     RETURNING {_CLAIMED_COLUMNS}
     """,  # noqa: S608 - constant fragments, no input
     rows=True,
@@ -255,10 +256,10 @@ NEXT_DUE = Statement(
 )
 
 RELEASE = Statement(
-    "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE id IN ({ids})"
+    "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE id {in_ids}"
 )
 RELEASE_HEADS = Statement(
-    "UPDATE heads SET lease_until = NULL, lease_owner = NULL WHERE delivery_id IN ({ids})"
+    "UPDATE heads SET lease_until = NULL, lease_owner = NULL WHERE delivery_id {in_ids}"
 )
 
 SAVE_PROGRESS = Statement("UPDATE deliveries SET progress = :progress WHERE id = :id")
@@ -267,7 +268,7 @@ MARK_SENT = Statement(
     """
     UPDATE deliveries SET state = 'sent', finished_at = :now, lease_until = NULL,
         lease_owner = NULL
-    WHERE id IN ({ids})
+    WHERE id {in_ids}
     """
 )
 
@@ -275,7 +276,7 @@ BURY = Statement(
     """
     UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished_at = :now,
         reason = :reason, detail = :detail, lease_until = NULL, lease_owner = NULL
-    WHERE id IN ({ids})
+    WHERE id {in_ids}
     """
 )
 
@@ -283,20 +284,20 @@ RETRY_LATER = Statement(
     """
     UPDATE deliveries SET attempts = attempts + 1, next_at = :next_at, reason = :reason,
         detail = :detail, lease_until = NULL, lease_owner = NULL
-    WHERE id IN ({ids})
+    WHERE id {in_ids}
     """
 )
 RETRY_HEADS = Statement(
     """
     UPDATE heads SET next_at = :next_at, lease_until = NULL, lease_owner = NULL
-    WHERE delivery_id IN ({ids})
+    WHERE delivery_id {in_ids}
     """
 )
 
 # After MARK_SENT or BURY (SQLite): the finished rows are no longer heads, and each of their
 # conversations left without one gets its next pending row (deliveries_order: one index
 # lookup each). PostgreSQL does the same in one statement (relay/store/postgres.py).
-DROP_HEADS = Statement("DELETE FROM heads WHERE delivery_id IN ({ids})")
+DROP_HEADS = Statement("DELETE FROM heads WHERE delivery_id {in_ids}")
 NEXT_HEADS = Statement(
     f"""
     INSERT INTO heads ({_HEAD_COLUMNS})
@@ -308,7 +309,7 @@ NEXT_HEADS = Statement(
                   AND p.state = 'pending'
                 ORDER BY p.id LIMIT 1)
         FROM (SELECT DISTINCT destination, conversation FROM deliveries
-              WHERE id IN ({{ids}}) AND conversation IS NOT NULL) AS c
+              WHERE id {{in_ids}} AND conversation IS NOT NULL) AS c
         WHERE NOT EXISTS (
             SELECT 1 FROM heads AS h
             WHERE h.destination = c.destination AND h.conversation = c.conversation))
@@ -360,7 +361,7 @@ UPDATE deliveries SET state = 'pending', next_at = :now, attempts = 0, retry_fro
 WHERE state = 'dead'
 """
 REVIVE_ALL = Statement(_REVIVE)
-REVIVE = Statement(_REVIVE + " AND id IN ({ids})")
+REVIVE = Statement(_REVIVE + " AND id {in_ids}")
 
 # Before REVIVE(_ALL): the oldest row to revive of each conversation (every one without a
 # conversation) becomes its head unless an older row is pending there already.
@@ -379,7 +380,7 @@ ORDER BY d.destination, d.conversation
     + HEAD_UPSERT_TAIL
 )
 REVIVE_ALL_HEADS = Statement(_REVIVE_HEADS.format(only=""))
-REVIVE_HEADS = Statement(_REVIVE_HEADS.format(only="AND id IN ({ids})"))
+REVIVE_HEADS = Statement(_REVIVE_HEADS.format(only="AND id {in_ids}"))
 
 # Before BURY_DESTINATION: its heads go (locked in order, as everywhere).
 DROP_DESTINATION_HEADS = Statement(
