@@ -44,6 +44,8 @@ BACKLOGS = (1_000, 100_000)
 CONVERSATIONS = 2_000
 SECONDS = 4.0
 ACCEPT_RATE = 200.0  # accepts per second while draining
+PACED_LANE = 10.0  # messages per second of a paced lane (ten Slack channels' worth)
+ROUNDS = 3
 TARGET_RATIO, TARGET_P99_MS = 0.8, 25.0
 FILL_BATCH = 2_000
 T0 = 1_700_000_000.0
@@ -79,7 +81,9 @@ async def worker(engine: str, seconds: float, backlogs: list[int]) -> dict[str, 
             await store._read(Statement("ANALYZE"))
         return store, cleanup
 
-    async def drain(store: Any, limit: int, run: int, rows_cap: int) -> tuple[float, int]:
+    async def drain(
+        store: Any, limit: int, run: int, rows_cap: int, seconds: float
+    ) -> tuple[float, int]:
         """Claim and mark sent until `rows_cap` rows are done or `seconds` pass: rows/s and
         claims made."""
         done = claims = 0
@@ -93,18 +97,24 @@ async def worker(engine: str, seconds: float, backlogs: list[int]) -> dict[str, 
             done += len(rows)
         return done / (time.perf_counter() - started), claims
 
-    async def accepts(store: Any, draining: bool) -> dict[str, Any]:
+    async def accepts(store: Any, lane_rate: float | None) -> dict[str, Any]:
+        """Accepts at ACCEPT_RATE for `seconds`, while a coalescing lane claims and records
+        `lane_rate` messages a second (None: as fast as it can; 0: no lane)."""
         stop = asyncio.Event()
         drained = 0
 
         async def lane() -> None:
             nonlocal drained
+            started, messages = time.perf_counter(), 0
             while not stop.is_set():
                 rows = await store.claim("console", NOW, 16, LEASE, OWNER, run=32)
                 if rows:
                     await store.mark_sent([row.id for row in rows], NOW)
                 drained += len(rows)
-                await asyncio.sleep(0)  # as a lane: other tasks get the loop in between
+                messages += 1
+                # As a lane between messages: the pacer's wait, or at least a turn for others.
+                wait = 0.0 if lane_rate is None else started + messages / lane_rate
+                await asyncio.sleep(max(0.0, wait - time.perf_counter()))
 
         latencies: list[float] = []
 
@@ -113,7 +123,7 @@ async def worker(engine: str, seconds: float, backlogs: list[int]) -> dict[str, 
             await store.accept(incoming(10_000_000 + n, f"c{n % CONVERSATIONS}"))
             latencies.append(time.perf_counter() - started)
 
-        task = asyncio.create_task(lane()) if draining else None
+        task = asyncio.create_task(lane()) if lane_rate != 0 else None
         pending: list[asyncio.Task[None]] = []
         started = time.perf_counter()
         n = 0
@@ -131,31 +141,34 @@ async def worker(engine: str, seconds: float, backlogs: list[int]) -> dict[str, 
             "p50_ms": median(ms),
             "p99_ms": percentile(ms, 99),
             "max_ms": max(ms),
-            "drained_per_s": drained / seconds,
+            "drained_per_s": drained / (time.perf_counter() - started),
         }
 
+    # Both backlogs at once, measured in turns: the machine's drift (it is shared) falls on
+    # both alike; a round's cap keeps the small backlog near its size.
+    stores = {pending: await filled(pending) for pending in backlogs}
     result: dict[str, Any] = {"drain": {}}
-    for pending in backlogs:
-        store, cleanup = await filled(pending)
-        try:
-            single, _ = await drain(store, 1, 1, pending // 4)
-            coalesced, claims = await drain(store, 16, 32, pending // 4)
-            result["drain"][str(pending)] = {
-                "messages_per_s": single,
-                "coalesced_events_per_s": coalesced,
-                "coalesced_claims": claims,
-            }
-            if pending == max(backlogs):
-                result["ingest_draining"] = await accepts(store, draining=True)
-        finally:
+    try:
+        for label, limit, run in (("messages_per_s", 1, 1), ("coalesced_events_per_s", 16, 32)):
+            rates: dict[int, list[float]] = {pending: [] for pending in backlogs}
+            for _ in range(ROUNDS):
+                for pending, (store, _) in stores.items():
+                    cap = pending // (4 * ROUNDS)
+                    rate, _ = await drain(store, limit, run, cap, seconds / ROUNDS)
+                    rates[pending].append(rate)
+            for pending, measured in rates.items():
+                result["drain"].setdefault(str(pending), {})[label] = median(measured)
+                result["drain"][str(pending)][label + "_rounds"] = measured
+        large = stores[max(backlogs)][0]
+        result["ingest"] = {
+            "idle": await accepts(large, 0),
+            "paced": await accepts(large, PACED_LANE),
+            "flat_out": await accepts(large, None),
+        }
+    finally:
+        for store, cleanup in stores.values():
             await store.close()
             cleanup()
-    store, cleanup = await open_store(engine)
-    try:
-        result["ingest_idle"] = await accepts(store, draining=False)
-    finally:
-        await store.close()
-        cleanup()
     return result
 
 
@@ -243,27 +256,28 @@ async def main(quick: bool = False, before: bool = True) -> dict[str, Any]:
                 results[f"{engine}/{name}"] = await measure(src, engine, seconds, backlogs)
     rows, checks = [], {}
     for key, r in results.items():
-        drain = r["drain"]
+        drain, ingest = r["drain"], r["ingest"]
         ratio = drain[large]["messages_per_s"] / drain[small]["messages_per_s"]
         r["ratio"] = ratio
         rows.append(
             [key, drain[small]["messages_per_s"], drain[large]["messages_per_s"], ratio,
              drain[small]["coalesced_events_per_s"], drain[large]["coalesced_events_per_s"],
-             r["ingest_draining"]["p99_ms"], r["ingest_draining"]["max_ms"],
-             r["ingest_idle"]["p99_ms"], r["ingest_draining"]["drained_per_s"]]
+             ingest["idle"]["p99_ms"], ingest["paced"]["p99_ms"], ingest["flat_out"]["p99_ms"],
+             ingest["flat_out"]["drained_per_s"]]
         )  # fmt: skip
         if key.endswith("/heads"):
             checks[key.split("/")[0]] = {
                 "drain_ratio": ratio >= TARGET_RATIO,
-                "ingest_p99": r["ingest_draining"]["p99_ms"] < TARGET_P99_MS,
+                "ingest_p99_paced_lane": ingest["paced"]["p99_ms"] < TARGET_P99_MS,
+                "ingest_p99_flat_out_lane": ingest["flat_out"]["p99_ms"] < TARGET_P99_MS,
             }
     text = table(
         f"Claims and a large backlog: {small} vs {large} pending over {CONVERSATIONS} "
         f"conversations, one destination; targets: drain ratio >= {TARGET_RATIO:g}, ingest "
         f"p99 < {TARGET_P99_MS:g} ms while draining (heads; before = {BEFORE})",
         ["engine/store", f"msg/s {small}", f"msg/s {large}", "ratio",
-         f"coalesced ev/s {small}", f"coalesced ev/s {large}", "ingest p99 ms",
-         "ingest max ms", "idle p99 ms", "drained ev/s"],
+         f"coalesced ev/s {small}", f"coalesced ev/s {large}", "ingest p99 ms: no lane",
+         f"lane {PACED_LANE:g} msg/s", "lane flat out", "flat out ev/s"],
         rows,
     )  # fmt: skip
     print(text)
