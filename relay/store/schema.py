@@ -121,6 +121,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     # delivery's); a delivery without a conversation is its own head. Kept by the store
     # (shared.py), backfilled here from the pending rows on file. No foreign key: a head
     # names a pending row, which pruning never deletes, and the check would cost every write.
+    # A relay older than this does not keep heads: rolled back onto such a database, what it
+    # stores or finishes leaves them stale for this version (until rebuilt: DELETE FROM heads,
+    # then this migration's INSERT, with no relay running).
     Migration(
         both="""
         CREATE TABLE heads (
