@@ -358,41 +358,47 @@ DEAD_LETTERS = Statement(
 
 DEAD_COUNT = Statement("SELECT count(*) FROM deliveries WHERE state = 'dead'", rows=True)
 
-_REVIVE = """
-UPDATE deliveries SET state = 'pending', next_at = :now, attempts = 0, retry_from = :now,
-    finished_at = NULL
-WHERE state = 'dead'
-"""
-REVIVE_ALL = Statement(_REVIVE)
-REVIVE = Statement(_REVIVE + " AND id {in_ids}")
+DEAD_IDS = Statement("SELECT id FROM deliveries WHERE state = 'dead' ORDER BY id", rows=True)
 
-# Before REVIVE(_ALL): the oldest row to revive of each conversation (every one without a
-# conversation) becomes its head unless an older row is pending there already.
-_REVIVE_HEADS = (
+REVIVE = Statement(
+    """
+    UPDATE deliveries SET state = 'pending', next_at = :now, attempts = 0, retry_from = :now,
+        finished_at = NULL
+    WHERE state = 'dead' AND id {in_ids}
+    """
+)
+
+# After REVIVE, in a fresh snapshot (on PostgreSQL: one that sees what an outcome holding a
+# head committed meanwhile): the oldest revived row of each conversation (every one without
+# a conversation) becomes its head unless an older row is pending there already.
+REVIVE_HEADS = Statement(
     f"""
-INSERT INTO heads ({_HEAD_COLUMNS})
-SELECT d.id, d.destination, d.conversation, :now, d.lease_until, d.lease_owner
-FROM deliveries AS d
-WHERE d.id IN (
-    SELECT min(id) FROM deliveries WHERE state = 'dead' AND conversation IS NOT NULL {{only}}
-    GROUP BY destination, conversation
-    UNION ALL
-    SELECT id FROM deliveries WHERE state = 'dead' AND conversation IS NULL {{only}})
-ORDER BY d.destination, d.conversation
-"""  # noqa: S608 - constant fragments, no input
+    INSERT INTO heads ({_HEAD_COLUMNS})
+    SELECT d.id, d.destination, d.conversation, d.next_at, d.lease_until, d.lease_owner
+    FROM deliveries AS d
+    WHERE d.id IN (
+        SELECT min(id) FROM deliveries
+        WHERE id {{in_ids}} AND state = 'pending' AND conversation IS NOT NULL
+        GROUP BY destination, conversation
+        UNION ALL
+        SELECT id FROM deliveries
+        WHERE id {{in_ids}} AND state = 'pending' AND conversation IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM heads AS h WHERE h.delivery_id = d.id)
+    ORDER BY d.destination, d.conversation
+    """  # noqa: S608 - constant fragments, no input
     + HEAD_UPSERT_TAIL
 )
-REVIVE_ALL_HEADS = Statement(_REVIVE_HEADS.format(only=""))
-REVIVE_HEADS = Statement(_REVIVE_HEADS.format(only="AND id {in_ids}"))
 
-# Before BURY_DESTINATION: its heads go (locked in order, as everywhere).
-DROP_DESTINATION_HEADS = Statement(
+# BURY_DESTINATION between these two: first its heads are locked, in order as everywhere;
+# last they go, in a fresh snapshot that sees any head an outcome moved meanwhile.
+LOCK_DESTINATION_HEADS = Statement(
     """
-    DELETE FROM heads WHERE delivery_id IN (
-        SELECT delivery_id FROM heads WHERE destination = :destination
-        ORDER BY conversation {lock})
-    """
+    SELECT delivery_id FROM heads WHERE destination = :destination
+    ORDER BY conversation {lock}
+    """,
+    rows=True,
 )
+DROP_DESTINATION_HEADS = Statement("DELETE FROM heads WHERE destination = :destination")
 
 BURY_DESTINATION = Statement(
     """
