@@ -196,6 +196,7 @@ class PostgresStore(SharedStore):
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
                 server_settings={"application_name": "oneroute-relay"},
+                reset=_nothing_to_reset,
             )
         except (*_ERRORS, ValueError) as error:  # ValueError: a malformed URL
             raise self._unavailable(error) from error
@@ -294,6 +295,13 @@ class PostgresStore(SharedStore):
 
     def _prune_steps(self, now: float, retention: float) -> list[Step]:
         return [*super()._prune_steps(now, retention), step(_PRUNE_LANES, before=now - retention)]
+
+
+async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
+    """How a connection goes back to the pool, beyond asyncpg's own rollback of a
+    transaction left open: nothing. The store leaves no session state (its advisory locks
+    are transaction-scoped; no LISTEN, cursor or SET), so the default reset query (advisory
+    unlock, CLOSE ALL, UNLISTEN, RESET ALL) would be a round trip per call for nothing."""
 
 
 async def _execute(connection: asyncpg.Connection, each: Step) -> Any:
