@@ -56,8 +56,9 @@ async def fill(store: Store) -> dict[int, dict[str, str]]:
     return states
 
 
-def expected(states: dict[int, dict[str, str]], store_names: dict[int, tuple[str, str]],
-             filters: Filters) -> list[int]:
+def expected(
+    states: dict[int, dict[str, str]], store_names: dict[int, tuple[str, str]], filters: Filters
+) -> list[int]:
     found = []
     for event_id in sorted(states, reverse=True):
         name, conversation = store_names[event_id]
