@@ -332,6 +332,7 @@
       type: "button",
       className: "retry",
       "data-delivery-id": id,
+      "aria-label": `Retry delivery ${id}`,
       onclick: async (event) => {
         event.currentTarget.disabled = true;
         try {
@@ -388,7 +389,9 @@
             el("a", { href: `/events/${item.event_id}` }, `${item.event || "(no name)"} #${item.event_id}`),
             item.conversation ? el("span", { className: "conversation" }, item.conversation) : null),
           el("td", { "data-label": "Reason" }, el("strong", {}, item.reason || ""),
-            item.detail ? el("span", { className: "detail" }, item.detail) : null),
+            item.detail && item.detail !== item.reason
+              ? el("span", { className: "detail" }, item.detail)
+              : null),
           el("td", { "data-label": "Attempts" }, item.attempts),
           el("td", {}, retryButton(item.id, list.reload))),
     });
