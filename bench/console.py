@@ -173,7 +173,7 @@ def requests(count: int) -> list[tuple[str, str]]:
         ),
         ("name + state dead, middle", f"/api/events?event=newMessage&state=dead&before={middle}"),
         ("no match (conversation)", "/api/events?conversation=conv-none"),
-        ("500 events", "/api/events?limit=500"),
+        ("200 events (the most a page holds)", "/api/events?limit=200"),
         ("an event's page", f"/api/events/{middle}"),
         ("dead letters", "/api/dead"),
         ("dead letters of b", "/api/dead?destination=b"),

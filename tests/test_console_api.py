@@ -253,7 +253,11 @@ async def test_dead_letters_retried_one_and_by_filter_then_delivered(
 
     fake_slack.channels[fake_slack_module.CHANNEL].archived = False
     assert await console.post("/api/dead/retry", {"ids": [dead[0]["id"]]}) == {"retried": 1}
-    await delivered(console, ids[2])
+    shown = await delivered(console, ids[2])
+    (retried,) = shown["deliveries"]
+    assert [a["outcome"] for a in retried["attempts_made"]] == ["dead", "sent"]
+    assert retried["attempts_made"][0]["reason"] == "is_archived"
+    assert all(a["duration"] >= 0 and a["at"] > 0 for a in retried["attempts_made"])
     assert await console.post("/api/dead/retry", {"all": True, "conversation": "c0"}) == {
         "retried": 1
     }

@@ -12,6 +12,7 @@ import pytest
 
 from relay.store.base import Incoming, Store
 from relay.store.postgres import PostgresStore
+from relay.store.sql import Statement
 from relay.store.sqlite import SQLiteStore
 from relay.store.views import Filters
 
@@ -102,7 +103,7 @@ async def test_an_event_and_its_deliveries(store: Store) -> None:
     assert await store.event(10**9) is None
     deliveries = await store.deliveries_of([first])
     assert [(d.destination, d.state) for d in deliveries] == [("a", "sent")]
-    assert await store.attempts_of(first) == []
+    assert [a.outcome for a in await store.attempts_of(first)] == ["sent"]
 
 
 async def test_dead_letters_filtered_and_revived_by_filter(store: Store) -> None:
@@ -139,3 +140,24 @@ async def test_lane_counts(store: Store) -> None:
 def test_a_state_outside_the_three_is_refused() -> None:
     with pytest.raises(ValueError, match="state must be one of"):
         Filters(state="lost")
+
+
+async def test_every_outcome_records_an_attempt_and_prune_deletes_them(store: Store) -> None:
+    accepted = await store.accept(Incoming(b'{"n":1}', "newMessage", "c", ("a",), T0))
+    (row,) = await store.claim("a", T0 + 1, 10, 60.0, "me")
+    await store.retry_later([row.id], T0 + 5, "server_error", "HTTP 503", now=T0 + 1, took=0.25)
+    (row,) = await store.claim("a", T0 + 6, 10, 60.0, "me")
+    await store.bury([row.id], T0 + 6, "channel_not_found", "no such channel", took=0.125)
+    assert await store.revive([row.id], T0 + 7) == 1
+    (row,) = await store.claim("a", T0 + 8, 10, 60.0, "me")
+    await store.mark_sent([row.id], T0 + 8, took=0.5)
+    attempts = await store.attempts_of(accepted.event_id)
+    assert [(a.delivery_id, a.at, a.outcome, a.reason, a.detail, a.duration) for a in attempts] == [
+        (row.id, T0 + 1, "retry", "server_error", "HTTP 503", 0.25),
+        (row.id, T0 + 6, "dead", "channel_not_found", "no such channel", 0.125),
+        (row.id, T0 + 8, "sent", None, None, 0.5),
+    ]
+    assert await store.prune(T0 + 10 * 86400, 86400.0) == 1
+    assert await store.attempts_of(accepted.event_id) == []
+    ((left,),) = await store._read(Statement("SELECT count(*) FROM attempts", rows=True))  # type: ignore[attr-defined]
+    assert left == 0

@@ -116,11 +116,21 @@ class LaneStore(Protocol):
     async def save_progress(self, delivery_id: int, progress: int) -> None:
         """Record how many messages of the row's rendering were sent."""
 
-    async def mark_sent(self, ids: Sequence[int], now: float) -> None: ...
+    # Each outcome also records an attempt of every row (the console's history): when (`now`;
+    # retry_later's defaults to the wall clock), and how long the send `took`.
+    async def mark_sent(self, ids: Sequence[int], now: float, took: float = 0.0) -> None: ...
     async def retry_later(
-        self, ids: Sequence[int], next_at: float, reason: str, detail: str
+        self,
+        ids: Sequence[int],
+        next_at: float,
+        reason: str,
+        detail: str,
+        now: float | None = None,
+        took: float = 0.0,
     ) -> None: ...
-    async def bury(self, ids: Sequence[int], now: float, reason: str, detail: str) -> None:
+    async def bury(
+        self, ids: Sequence[int], now: float, reason: str, detail: str, took: float = 0.0
+    ) -> None:
         """Dead-letter the row: it is not tried again unless an operator revives it."""
 
     async def next_due(self, destination: str, owner: str) -> float | None:

@@ -135,6 +135,29 @@ ATTEMPTS_OF = Statement(
     rows=True,
 )
 
+# One attempt for each row a message carried (relay/store/shared.py adds it to the outcome's
+# transaction). Casts: PostgreSQL cannot tell a parameter's type from a SELECT list.
+RECORD_ATTEMPTS = Statement(
+    """
+    INSERT INTO attempts (delivery_id, at, outcome, reason, detail, duration)
+    SELECT id, CAST(:at AS {real}), CAST(:outcome AS TEXT), CAST(:reason AS TEXT),
+        CAST(:detail AS TEXT), CAST(:duration AS {real})
+    FROM deliveries WHERE id IN ({ids})
+    """
+)
+
+
+def attempt_step(
+    ids: Sequence[int], at: float, outcome: str, reason: str | None, detail: str | None,
+    duration: float,
+) -> Step:  # fmt: skip
+    """Record that `ids` were attempted at `at`: `outcome` is sent, retry or dead."""
+    return step(
+        RECORD_ATTEMPTS, ids=list(ids), at=at, outcome=outcome, reason=reason, detail=detail,
+        duration=max(0.0, duration),
+    )  # fmt: skip
+
+
 LANE_PENDING = schema.BACKLOG
 LANE_DEAD = Statement(
     "SELECT destination, count(*) FROM deliveries WHERE state = 'dead' GROUP BY destination",
