@@ -277,3 +277,9 @@ async def test_no_answer_shows_a_secret(console: Console, fake_slack: FakeSlack)
         text = json.dumps(await console.get(path))
         assert fake_slack_module.BOT_TOKEN not in text and TOKEN not in text and SECRET not in text
     assert "[REDACTED]" in json.dumps(await console.get(f"/api/events/{event_id}"))
+
+
+async def test_a_store_outage_is_a_503_with_the_reason(console: Console) -> None:
+    await console.relay.store.close()
+    answer = await console.get("/api/events", status=503)
+    assert "the store is unavailable" in answer["error"]

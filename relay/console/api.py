@@ -26,6 +26,7 @@ from aiohttp import web
 from relay.config.model import Config
 from relay.console import views
 from relay.destinations import preview
+from relay.errors import StoreUnavailable
 from relay.integrations.base import BuildContext
 from relay.redact import Redactor
 from relay.routing import decide
@@ -117,6 +118,8 @@ class API:
             response: web.StreamResponse = await handler(request)
         except BadRequest as error:
             return self.answer({"error": str(error)}, status=400)
+        except StoreUnavailable as error:  # the page says so, and polls again
+            return self.answer({"error": f"the store is unavailable: {error}"}, status=503)
         return response
 
     # --- events -------------------------------------------------------------------------------
