@@ -1,4 +1,4 @@
-"""`python -m bench [ingest|e2e|drain|memory|handler|floor|amplifier ...] [--quick]`: run
+"""`python -m bench [ingest|e2e|drain|memory|handler|floor|amplifier|console ...] [--quick]`: run
 benchmarks.
 
 Without names, the four figures of BENCHMARKS.md: ingest, e2e, drain, memory.
@@ -18,7 +18,8 @@ from typing import Any
 from bench.common import machine
 
 NAMES = ("ingest", "e2e", "drain", "memory")
-EXTRAS = ("handler", "floor", "amplifier")  # run only when named: not among the four figures
+# Run only when named: not among the four figures.
+EXTRAS = ("handler", "floor", "amplifier", "console")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from bench import amplifier, drain, e2e, floor, handler, ingest, memory
+    from bench import amplifier, console, drain, e2e, floor, handler, ingest, memory
 
     results: dict[str, Any] = {}
     for name in args.names or NAMES:
@@ -94,6 +95,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         elif name == "amplifier":
             results[name] = await amplifier.main(quick=args.quick, seconds=args.seconds)
+        elif name == "console":
+            results[name] = await console.main(quick=args.quick)
         elif name == "memory":
             results[name] = await memory.main(quick=args.quick, events=args.events)
         print(f"({name}: {time.monotonic() - started:.0f} s)\n", flush=True)

@@ -296,6 +296,7 @@ class Lane:
         first = rows[0]
         thread = await self._thread_parent(first)
         start = first.progress if len(rows) == 1 else 0
+        began = time.perf_counter()  # how long the attempt took, for its history
         for part in range(start, len(messages)):
             if part > start:
                 await self.pacer.wait(self.courier.limits)
@@ -308,16 +309,17 @@ class Lane:
                 if part + 1 < len(messages):
                     await self.store.save_progress(first.id, part + 1)
                 continue
+            took = time.perf_counter() - began
             if isinstance(outcome, RetryLater):
-                await self._retry_later(rows, outcome)
+                await self._retry_later(rows, outcome, took=took)
             else:
-                await self._bury(rows, outcome)
+                await self._bury(rows, outcome, took=took)
             return
-        await self._sent(rows, len(messages))
+        await self._sent(rows, len(messages), time.perf_counter() - began)
 
-    async def _sent(self, rows: list[Claimed], parts: int) -> None:
+    async def _sent(self, rows: list[Claimed], parts: int, took: float = 0.0) -> None:
         now = self.clock()
-        await self.store.mark_sent([row.id for row in rows], now)
+        await self.store.mark_sent([row.id for row in rows], now, took=took)
         self.metrics.messages.labels(self.destination).inc(parts)
         sent = self.metrics.deliveries.labels(self.destination, "sent", "")
         latency = self.metrics.delivery_latency.labels(self.destination)
@@ -347,7 +349,7 @@ class Lane:
         return parent
 
     async def _retry_later(
-        self, rows: list[Claimed], outcome: RetryLater, logged: bool = False
+        self, rows: list[Claimed], outcome: RetryLater, logged: bool = False, took: float = 0.0
     ) -> None:
         """Retry every row of the message together (backoff, or the server's Retry-After,
         capped at MAX_PAUSE), or dead-letter them once the oldest's window has passed."""
@@ -368,10 +370,13 @@ class Lane:
                     f"still failing after {attempts + 1} attempts "
                     f"over {hours:g} h; last: {outcome.reason}: {outcome.detail}",
                 ),
+                took=took,
             )
             return
         ids = [row.id for row in rows]
-        await self.store.retry_later(ids, now + delay, outcome.reason, outcome.detail)
+        await self.store.retry_later(
+            ids, now + delay, outcome.reason, outcome.detail, now=now, took=took
+        )
         self.metrics.deliveries.labels(self.destination, "retried", outcome.reason).inc(len(rows))
         if not logged:
             for row in rows:
@@ -382,10 +387,10 @@ class Lane:
                     extra=self._fields(row, reason=outcome.reason),
                 )
 
-    async def _bury(self, rows: list[Claimed], outcome: Failure) -> None:
+    async def _bury(self, rows: list[Claimed], outcome: Failure, took: float = 0.0) -> None:
         outcome = outcome.masked(self.redact)
         await self.store.bury(
-            [row.id for row in rows], self.clock(), outcome.reason, outcome.detail
+            [row.id for row in rows], self.clock(), outcome.reason, outcome.detail, took=took
         )
         self.metrics.deliveries.labels(self.destination, "dead", outcome.reason).inc(len(rows))
         for row in rows:

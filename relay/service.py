@@ -26,6 +26,8 @@ from aiohttp import web
 
 from relay.config.load import load_config
 from relay.config.model import Config
+from relay.console.api import Source as ConsoleSource
+from relay.console.app import build_console, start_console
 from relay.destinations import build_courier
 from relay.errors import ConfigError, ConfigIssue, Reason, StoreUnavailable, TemplateError
 from relay.ingest.listen import listen
@@ -127,6 +129,21 @@ class Relay:
                 web.get("/metrics", self.serve_metrics),
             ],
         )
+
+    def console_source(self) -> ConsoleSource:
+        """What the operator console reads (relay/console/): the config and lanes in force."""
+        return ConsoleSource(
+            self.store,
+            self.redactor,
+            config=lambda: self.config,
+            lanes=lambda: self.lanes,
+            wake=self._wake,
+            base=self.config_file.parent,
+        )
+
+    def console_app(self) -> web.Application:
+        token = self.config.admin.token
+        return build_console(self.console_source(), token and token.get_secret_value())
 
     # --- lanes --------------------------------------------------------------------------------
 
@@ -372,6 +389,7 @@ async def serve(
         )
         await relay.stop()
         return 1
+    console = await start_console(relay.console_source(), config.admin)
     if banner:
         print(banner, flush=True)
     stop = asyncio.Event()
@@ -393,6 +411,11 @@ async def serve(
         await listener.close()  # intake stops first; requests mid-write are answered
     except Exception:
         log.exception("could not stop the HTTP server cleanly")
+    if console is not None:
+        try:
+            await console.close()
+        except Exception:
+            log.exception("could not stop the operator console cleanly")
     await relay.stop()
     if watcher is not None:  # after stop(): a reload it started has finished
         watcher.cancel()

@@ -11,11 +11,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
 
 from relay.config.durations import Duration
 from relay.config.storage import PATTERN, check_storage_url, storage_passwords
-from relay.config.types import SECRET, IPNetwork, Secret, Strict
+from relay.config.types import SECRET, IPNetwork, OptionalSecret, Secret, Strict, is_loopback
 from relay.integrations.console.config import ConsoleDestination
 from relay.integrations.slack.config import SlackDestination
 from relay.integrations.telegram.config import TelegramDestination
@@ -62,6 +69,30 @@ class Server(Strict):
     host: str = "0.0.0.0"  # noqa: S104 - a webhook receiver listens on every interface by default
     port: int = Field(8080, ge=1, le=65535)
     path: str = Field("/webhooks/oneroute", pattern=r"^/\S*$")
+
+
+class Admin(Strict):
+    """The operator console's own listener (relay/console/), apart from the public port."""
+
+    host: str = Field("127.0.0.1", description="default 127.0.0.1 (this machine only)")
+    port: int = Field(8081, ge=1, le=65535)
+    token: OptionalSecret = Field(
+        None,
+        description="every console request needs `Authorization: Bearer <token>`; required "
+        "unless host is a loopback address",
+    )
+
+    @model_validator(mode="after")
+    def _token_off_this_machine(self) -> Admin:
+        # The console can retry dead letters and shows customers' messages: reachable from
+        # other machines, it must ask who is there.
+        if self.token is None and not is_loopback(self.host):
+            raise ValueError(
+                f"host {self.host!r} is reachable from other machines, so the console needs "
+                'a token: set admin.token: "${RELAY_ADMIN_TOKEN}" (a long random string), '
+                "or keep admin.host on 127.0.0.1"
+            )
+        return self
 
 
 def _drop_empty(values: Any) -> Any:
@@ -113,6 +144,7 @@ class Delivery(Strict):
 
 class Config(Strict):
     server: Server = Server()
+    admin: Admin = Admin()
     oneroute: OneRoute
     storage: StorageURL = Field(DEFAULT_STORAGE, json_schema_extra={"pattern": PATTERN})
     destinations: dict[str, Destination] = Field(default_factory=dict)
@@ -125,6 +157,8 @@ class Config(Strict):
     def secrets(self) -> list[str]:
         """Every secret in the config, for redaction."""
         found = [secret.get_secret_value() for secret in self.oneroute.secrets]
+        if self.admin.token is not None:
+            found.append(self.admin.token.get_secret_value())
         for destination in self.destinations.values():
             found += destination.secrets()
         return found + storage_passwords(self.storage)  # postgresql://user:PASSWORD@host/db
