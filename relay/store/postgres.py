@@ -293,7 +293,9 @@ async def _upsert_seen(connection: asyncpg.Connection, marks: list[Mark]) -> dic
     return {bytes(row[0]): row[1] for row in rows}
 
 
-async def _insert_events_and_deliveries(connection: asyncpg.Connection, settled: Settled) -> None:
+async def _insert_events_and_deliveries(
+    connection: asyncpg.Connection, settled: Settled
+) -> None:
     """The new events under their allotted ids, and a pending row per destination."""
     if not settled.events:
         return

@@ -256,7 +256,8 @@ def _insert_batch(db: sqlite3.Connection, items: list[Incoming]) -> list[Accepte
         ids = _allocate(db, "deliveries", len(deliveries))
         _insert_rows(
             db,
-            "deliveries (id, event_id, destination, conversation, next_at, created_at, retry_from)",
+            "deliveries (id, event_id, destination, conversation, next_at, created_at,"
+            " retry_from)",
             [
                 (delivery_id, event_id, destination, conversation, at, at, at)
                 for delivery_id, (event_id, destination, conversation, at) in zip(
