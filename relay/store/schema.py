@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from relay.store import replies
 from relay.store.sql import Dialect, Statement, expand
 
 
@@ -112,6 +113,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # 3: the table check_writable() writes to and empties again.
     Migration(both="CREATE TABLE write_probe (id {id}, filler {blob} NOT NULL);"),
+    # 6: answers: the relay's messages and topics per conversation, answers going out, and
+    # an index to find a conversation's latest events (relay/store/replies.py).
+    Migration(both=replies.MIGRATION),
 )
 
 
