@@ -72,7 +72,9 @@ CONVERSATION_OF = Statement(
 )
 
 TOPIC_OF = Statement(
-    "SELECT thread_id FROM topics WHERE destination = :destination AND conversation = :conversation",
+    """
+    SELECT thread_id FROM topics WHERE destination = :destination AND conversation = :conversation
+    """,
     rows=True,
 )
 
