@@ -34,6 +34,8 @@ from relay.errors import ConfigError, ConfigIssue, Reason, StoreUnavailable, Tem
 from relay.ingest.listen import listen
 from relay.ingest.server import Gate, Ingest, build_app
 from relay.integrations.base import BuildContext, Courier
+from relay.integrations.telegram.config import TelegramDestination
+from relay.integrations.telegram.topics import with_topics
 from relay.lanes import Lane, LaneSettings
 from relay.logs import fields
 from relay.metrics import Metrics
@@ -163,6 +165,8 @@ class Relay:
             except (OSError, TemplateError) as error:  # the file changed since it was checked
                 problems.append(ConfigIssue(("destinations", name), f"template: {error}"))
                 continue
+            if isinstance(destination, TelegramDestination) and destination.topic_per_conversation:
+                couriers[name] = with_topics(couriers[name], self.store, name)
             if name in takes_replies:
                 couriers[name].remember = self._remembering(name)
         if problems:

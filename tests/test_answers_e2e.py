@@ -188,7 +188,20 @@ async def conversation_in_slack(running: Running, slack: FakeSlack, telegram: Fa
     before = len(relay_posts(slack))
     await running.post(body or customer_event())
     await until(lambda: len(relay_posts(slack)) > before and telegram.messages)
+    # A person answers seconds later, by when the relay has recorded its message; a test
+    # answers at once, so it waits for that record first.
+    for post in relay_posts(slack)[before:]:
+        await recorded(running, "support", post.ts)
     return str(relay_posts(slack)[0].ts)
+
+
+async def recorded(running: Running, destination: str, ref: str | int) -> None:
+    store: Any = running.relay.store
+    for _ in range(1000):
+        if await store.conversation_of(destination, str(ref)) is not None:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{destination} message {ref} not recorded")
 
 
 async def answer_in_thread(slack: FakeSlack, parent: str, text: str, **extra: Any) -> str:
@@ -369,6 +382,7 @@ async def test_a_telegram_reply_reaches_the_customer(
     await running.post(customer_event("And another thing"))
     await until(lambda: len(fake_telegram.messages) >= 2)
     second = fake_telegram.messages[1].message_id  # not the first: any message of the relay
+    await recorded(running, "ops", second)
     update = fake_telegram.user_message(text="Telegram answer", reply_to=second)
     await until(lambda: fake_oneroute.sent)
     assert [(m.customer, m.text) for m in fake_oneroute.sent] == [(CUSTOMER, "Telegram answer")]
@@ -379,3 +393,32 @@ async def test_a_telegram_reply_reaches_the_customer(
     fake_telegram.user_message(text="Second answer", reply_to=second)
     await until(lambda: len(fake_oneroute.sent) == 2)
     assert [m.text for m in fake_oneroute.sent] == ["Telegram answer", "Second answer"]
+
+
+async def test_a_topic_per_conversation_and_a_message_in_it_is_an_answer(
+    start: Start, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
+    fake_oneroute: FakeOneRoute,
+) -> None:
+    fake_telegram.add_chat(fake_telegram_module.CHAT_ID, forum=True)
+    running = await start(telegram_extra="topic_per_conversation: true")
+    fake_oneroute.customer_wrote(CUSTOMER, CONVERSATION)
+    await conversation_in_slack(running, fake_slack, fake_telegram)
+    await running.post(customer_event("Second message"))
+    await running.post(customer_event("Another customer", conversation="conv-other"))
+    await until(lambda: len(fake_telegram.messages) >= 3)
+    chat = fake_telegram.chats[fake_telegram_module.CHAT_ID]
+    assert sorted(chat.topic_names.values()) == ["Ada · Lagos line", "Ada · Lagos line"]
+    first, second, other = fake_telegram.messages[:3]
+    assert first.thread_id is not None and first.thread_id == second.thread_id
+    assert other.thread_id not in (None, first.thread_id)
+    assert await running.relay.store.topic_of("ops", CONVERSATION) == first.thread_id
+    fake_telegram.user_message(text="Answer in the topic", thread_id=first.thread_id)
+    await until(lambda: fake_oneroute.sent)
+    assert [(m.customer, m.text) for m in fake_oneroute.sent] == [(CUSTOMER, "Answer in the topic")]
+    # A restarted relay posts the conversation in the same topic.
+    await running.relay.stop()
+    running = await start(telegram_extra="topic_per_conversation: true")
+    await running.post(customer_event("After the restart"))
+    await until(lambda: len(fake_telegram.messages) >= 4)
+    assert fake_telegram.messages[3].thread_id == first.thread_id
+    assert len(chat.topic_names) == 2
