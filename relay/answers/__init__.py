@@ -10,4 +10,5 @@ answer through OneRoute's API (README: "Answering customers").
     feedback.py     a reaction or a reply where the answer was written
     echo.py         OneRoute's echo of an answer is not posted back where it came from
     wiring.py       listeners, answer lanes and POST /slack/events in a running relay
+    doctor.py       relay doctor's checks of what answers need
 """
