@@ -422,3 +422,38 @@ async def test_a_topic_per_conversation_and_a_message_in_it_is_an_answer(
     await until(lambda: len(fake_telegram.messages) >= 4)
     assert fake_telegram.messages[3].thread_id == first.thread_id
     assert len(chat.topic_names) == 2
+
+
+async def test_a_dead_answer_is_sent_after_relay_dead_retry(
+    start: Start, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
+    fake_oneroute: FakeOneRoute,
+) -> None:
+    running = await start()  # outside the 24-hour window: refused, dead-lettered
+    parent = await conversation_in_slack(running, fake_slack, fake_telegram)
+    await answer_in_thread(fake_slack, parent, "Once more")
+    (letter,) = await dead_letters(running, 1)
+    fake_oneroute.customer_wrote(CUSTOMER, CONVERSATION)  # the customer writes again
+    assert await running.relay.store.revive([letter.id], letter.died_at) == 1
+    running.relay._wake([letter.destination])
+    await until(lambda: fake_oneroute.sent)
+    assert [m.text for m in fake_oneroute.sent] == ["Once more"]
+    await until(lambda: fake_slack.reactions)
+
+
+async def test_a_reload_starts_the_new_listeners_and_closes_the_old(
+    start: Start, tmp_path: Path, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
+    fake_oneroute: FakeOneRoute,
+) -> None:
+    running = await start()
+    fake_oneroute.customer_wrote(CUSTOMER, CONVERSATION)
+    parent = await conversation_in_slack(running, fake_slack, fake_telegram)
+    await until(lambda: fake_slack.sockets)
+    config = tmp_path / "relay.yaml"
+    config.write_text(config.read_text().replace(f"from_users: [{TEAMMATE}]",
+                                                 "from_users: [U0NEWCOMER]"))
+    assert await running.relay.reload()
+    await until(lambda: fake_slack.socket_connections >= 2 and len(fake_slack.sockets) == 1)
+    await answer_in_thread(fake_slack, parent, "old teammate")
+    await answer_in_thread(fake_slack, parent, "From the newcomer", user="U0NEWCOMER")
+    await until(lambda: fake_oneroute.sent)
+    assert [m.text for m in fake_oneroute.sent] == ["From the newcomer"]
