@@ -411,6 +411,12 @@ class Lane:
                 outcome.detail or outcome.reason,
                 extra=self._fields(row, reason=outcome.reason),
             )
+        gave_up = getattr(self.courier, "gave_up", None)  # tests' couriers may lack it
+        if gave_up is not None and outcome.reason == Reason.GAVE_UP:
+            try:
+                await gave_up([row.body for row in rows], outcome)
+            except Exception:  # a courtesy (an answer's feedback): never stops the lane
+                log.exception("could not report giving up", extra=self._fields(rows[0]))
 
     def _fields(self, row: Claimed, **more: Any) -> dict[str, Any]:
         return fields(

@@ -104,7 +104,8 @@ _ANSWERS = _answers_statement()
 
 def write_config(tmp_path: Path, storage: str, slack: FakeSlack, telegram: FakeTelegram,
                  oneroute: FakeOneRoute, *, api_key: str | None = fake_oneroute_module.API_KEY,
-                 telegram_extra: str = "thread_by_conversation: true") -> Path:
+                 telegram_extra: str = "thread_by_conversation: true",
+                 give_up_after: str = "1h") -> Path:
     path = tmp_path / "relay.yaml"
     key = f"api_key: {api_key}" if api_key else ""
     path.write_text(textwrap.dedent(f"""
@@ -115,7 +116,7 @@ def write_config(tmp_path: Path, storage: str, slack: FakeSlack, telegram: FakeT
           {key}
           api_url: {oneroute.api_url}
         storage: {storage}
-        delivery: {{give_up_after: 1h}}
+        delivery: {{give_up_after: {give_up_after}}}
         destinations:
           support:
             type: slack
@@ -457,3 +458,18 @@ async def test_a_reload_starts_the_new_listeners_and_closes_the_old(
     await answer_in_thread(fake_slack, parent, "From the newcomer", user="U0NEWCOMER")
     await until(lambda: fake_oneroute.sent)
     assert [m.text for m in fake_oneroute.sent] == ["From the newcomer"]
+
+
+async def test_giving_up_on_an_answer_is_said_in_the_thread(
+    start: Start, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
+    fake_oneroute: FakeOneRoute,
+) -> None:
+    running = await start(give_up_after="1s")
+    fake_oneroute.customer_wrote(CUSTOMER, CONVERSATION)
+    parent = await conversation_in_slack(running, fake_slack, fake_telegram)
+    fake_oneroute.faults.fail_next(1000, status=503)
+    await answer_in_thread(fake_slack, parent, "Never arrives")
+    (letter,) = await dead_letters(running, 1)
+    assert letter.reason == "gave_up"
+    await until(lambda: any("kept failing" in (m.text or "") and m.thread_ts == parent
+                            for m in relay_posts(fake_slack)))

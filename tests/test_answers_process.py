@@ -52,6 +52,7 @@ oneroute:
   api_key: {fake_oneroute_module.API_KEY}
   api_url: {oneroute.api_url}
 storage: {storage}
+delivery: {{lane_lease: 3s}}  # PostgreSQL: the killed instance's lanes are free again soon
 destinations:
   support:
     type: slack

@@ -151,6 +151,14 @@ class AnswerSender:
         await self.store.answer_going_out(self.destination, conversation, reply.text, self.clock())
         return await self.client.send(SessionMessage(business, customer, reply.text))
 
+    async def gave_up(self, bodies: Sequence[bytes], outcome: Permanent) -> None:
+        """The lane gave up on these answers (`give_up_after`): say so where they were
+        written, with the last failure."""
+        for body in bodies:
+            reply, _ = read_answer(parse_event(body))
+            self.metrics.replies.labels(self.destination, "dead", str(outcome.reason)).inc()
+            await self.feedback.refused(reply, refusal_words(outcome, self.numbers))
+
     async def close(self) -> None:
         await self.feedback.close()
         if self.client is not None:
@@ -174,6 +182,11 @@ def refusal_words(outcome: Permanent, numbers: ReplyNumbers) -> str:
             "Not sent to the customer: OneRoute refused the relay's API key — check "
             "oneroute.api_key (OneRoute settings → API key)."
         )
+    if outcome.reason == Reason.GAVE_UP:
+        return (
+            "Not sent to the customer: OneRoute could not be reached or kept failing "
+            f"({outcome.detail}). `relay dead retry` sends it again."
+        )
     said = outcome.detail.removeprefix("OneRoute answered ")
     return f"Not sent to the customer: OneRoute refused it ({said})."
 
@@ -184,4 +197,5 @@ def answer_courier(sender: AnswerSender) -> Courier[Answer]:
         render=render_answer,
         sender=sender,
         limits=(Limit(f"oneroute:{sender.destination}", ONEROUTE_RATE),),
+        gave_up=sender.gave_up,
     )

@@ -68,6 +68,9 @@ class Courier(Generic[M]):
     # Told (ref, conversation) of every message sent for one conversation, when replies to
     # it are answers (relay/answers/intake.py); None: nothing is remembered.
     remember: Callable[[str, str], Awaitable[None]] | None = None
+    # Told the bodies of rows the lane gave up on after `give_up_after` (it sends nothing
+    # then): where an answer was written, the people hear of it (relay/answers/send.py).
+    gave_up: Callable[[Sequence[bytes], Any], Awaitable[None]] | None = None
 
     async def send(self, message: M, thread: str | None) -> Outcome:
         return await self.sender.send(message, thread)

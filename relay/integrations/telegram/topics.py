@@ -123,4 +123,5 @@ def with_topics(courier: Courier[Any], store: TopicStore, destination: str) -> C
         joiner=TopicJoiner(courier.joiner) if courier.joiner is not None else None,
         fingerprint=courier.fingerprint,
         remember=courier.remember,
+        gave_up=courier.gave_up,
     )
