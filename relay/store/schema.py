@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from relay.store import replies
 from relay.store.sql import Dialect, Statement, expand
 
 
@@ -168,6 +169,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX attempts_delivery ON attempts (delivery_id, id);
         """,
     ),
+    # 6: answers: the relay's messages and topics per conversation and the answers going out
+    # (relay/store/replies.py); a conversation's latest events use migration 5's index.
+    Migration(both=replies.MIGRATION),
 )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from relay.errors import StoreUnavailable
 from relay.store import schema
 from relay.store.base import DUPLICATE_WINDOW, Backlog, Claimed, DeadLetter
+from relay.store.replies import RepliesStore
 from relay.store.sql import Statement, Step, step
 from relay.store.views import attempt_step
 
@@ -27,7 +28,7 @@ PROBE_BYTES = 8192  # about a large event: more than a page, so it needs pages o
 PROBE_TIMEOUT = 2.0  # slower than this, a readiness probe had better say "not ready"
 
 
-class SharedStore(ABC):
+class SharedStore(RepliesStore, ABC):
     @abstractmethod
     async def _read(self, statement: Statement, **params: Any) -> list[Sequence[Any]]:
         """The rows of one query (no transaction of its own needed)."""
@@ -189,4 +190,5 @@ class SharedStore(ABC):
         return [
             step(schema.PRUNE_SEEN, before=now - DUPLICATE_WINDOW),
             step(schema.PRUNE_EVENTS, before=now - retention),
+            *self._replies_prune_steps(now),
         ]
