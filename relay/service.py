@@ -94,7 +94,7 @@ class Relay:
         self.lanes: dict[str, Lane] = {}
         echo = EchoFilter(self.store, enabled=lambda: bool(answering(self.config)))
         self.ingest = Ingest(Gate.from_config(config), echo, self._wake, metrics=self.metrics)
-        self.answering = Answering(AnswerIntake(self.store, self._wake))
+        self.answering = Answering(AnswerIntake(self.store, self._wake), self.store, self.owner)
         self._signatures: dict[str, tuple[Any, ...]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._reloading = asyncio.Lock()

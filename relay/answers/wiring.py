@@ -20,6 +20,7 @@ from aiohttp import web
 
 from relay.answers.feedback import Feedback, SlackFeedback, TelegramFeedback
 from relay.answers.intake import AnswerIntake, answer_lane
+from relay.answers.lease import Leased, LeaseStore
 from relay.answers.model import ReplySource
 from relay.answers.oneroute import OneRouteClient
 from relay.answers.send import AnswerSender, SenderStore, answer_courier
@@ -27,6 +28,7 @@ from relay.answers.slack_in import SlackSocketListener, slack_events_handler
 from relay.answers.telegram_in import TelegramPoller
 from relay.config.model import Config
 from relay.integrations.base import Courier
+from relay.integrations.slack import fingerprint
 from relay.integrations.slack.config import SlackDestination
 from relay.integrations.telegram.config import TelegramDestination
 from relay.metrics import Metrics
@@ -92,7 +94,7 @@ def listeners_signature(config: Config) -> tuple[Any, ...]:
     # The models themselves, not their repr: a repr hides secrets, so a new token would
     # look like no change.
     destinations = sorted(answering(config).items(), key=lambda item: item[0])
-    return (*destinations, config.delivery.timeout)
+    return (*destinations, config.delivery.timeout, config.delivery.lane_lease)
 
 
 def _source(name: str, destination: SlackDestination | TelegramDestination) -> ReplySource:
@@ -112,8 +114,10 @@ def _source(name: str, destination: SlackDestination | TelegramDestination) -> R
 class Answering:
     """The listeners of one config, and the Events API endpoint (swapped on reload)."""
 
-    def __init__(self, intake: AnswerIntake) -> None:
+    def __init__(self, intake: AnswerIntake, store: LeaseStore, owner: str) -> None:
         self.intake = intake
+        self.store = store
+        self.owner = owner
         self.listeners: list[Listener] = []
         self.signature: tuple[Any, ...] = ()
         self._events: Any = None  # the current /slack/events handler, None: no signing secret
@@ -148,9 +152,20 @@ class Answering:
             )
             for (token, api_url), sources in sockets.items()
         ]
+        # One instance at a time reads a bot's updates (relay/answers/lease.py).
         listeners += [
-            TelegramPoller(
-                token=token, sources=sources, on_reply=self.intake, api_url=api_url, timeout=timeout
+            Leased(
+                TelegramPoller(
+                    token=token,
+                    sources=sources,
+                    on_reply=self.intake,
+                    api_url=api_url,
+                    timeout=timeout,
+                ),
+                self.store,
+                key=f"@telegram-updates:{fingerprint(token)}",
+                owner=self.owner,
+                ttl=config.delivery.lane_lease,
             )
             for (token, api_url), sources in pollers.items()
         ]
