@@ -24,7 +24,7 @@ from relay.answers.lease import Leased, LeaseStore
 from relay.answers.model import ReplySource
 from relay.answers.oneroute import OneRouteClient
 from relay.answers.send import AnswerSender, SenderStore, answer_courier
-from relay.answers.slack_in import SlackSocketListener, slack_events_handler
+from relay.answers.slack_in import Handler, SlackSocketListener, slack_events_handler
 from relay.answers.telegram_in import TelegramPoller
 from relay.config.model import Config
 from relay.integrations.base import Courier
@@ -41,7 +41,7 @@ class Listener(Protocol):
     async def close(self) -> None: ...
 
 
-def answering(config: Config) -> dict[str, SlackDestination | TelegramDestination]:
+def taking_replies(config: Config) -> dict[str, SlackDestination | TelegramDestination]:
     """The enabled destinations that take replies."""
     return {
         name: destination
@@ -53,7 +53,7 @@ def answering(config: Config) -> dict[str, SlackDestination | TelegramDestinatio
 
 
 def answer_lanes(config: Config) -> list[str]:
-    return [answer_lane(name) for name in answering(config)]
+    return [answer_lane(name) for name in taking_replies(config)]
 
 
 def answer_couriers(
@@ -62,7 +62,7 @@ def answer_couriers(
     """The courier of every answer lane (built, not started: nothing connects yet)."""
     key = config.oneroute.api_key
     couriers: dict[str, Courier[Any]] = {}
-    for name, destination in answering(config).items():
+    for name, destination in taking_replies(config).items():
         assert destination.token is not None
         token = destination.token.get_secret_value()
         feedback: Feedback
@@ -93,7 +93,7 @@ def listeners_signature(config: Config) -> tuple[Any, ...]:
     """What the listeners are built from: when it changes, a reload rebuilds them."""
     # The models themselves, not their repr: a repr hides secrets, so a new token would
     # look like no change.
-    destinations = sorted(answering(config).items(), key=lambda item: item[0])
+    destinations = sorted(taking_replies(config).items(), key=lambda item: item[0])
     return (*destinations, config.delivery.timeout, config.delivery.lane_lease)
 
 
@@ -120,7 +120,7 @@ class Answering:
         self.owner = owner
         self.listeners: list[Listener] = []
         self.signature: tuple[Any, ...] = ()
-        self._events: Any = None  # the current /slack/events handler, None: no signing secret
+        self._events: Handler | None = None  # /slack/events now; None: no signing secret
 
     async def start(self, config: Config) -> None:
         self.signature = listeners_signature(config)
@@ -128,7 +128,7 @@ class Answering:
         sockets: dict[tuple[str, str], list[ReplySource]] = {}
         secrets: dict[str, list[ReplySource]] = {}
         pollers: dict[tuple[str, str], list[ReplySource]] = {}
-        for name, destination in answering(config).items():
+        for name, destination in taking_replies(config).items():
             source = _source(name, destination)
             if isinstance(destination, SlackDestination):
                 replies = destination.replies
@@ -199,5 +199,4 @@ class Answering:
                 {"ok": False, "error": "no destination takes replies by the Events API"},
                 status=404,
             )
-        response: web.StreamResponse = await handler(request)
-        return response
+        return await handler(request)
