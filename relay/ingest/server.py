@@ -24,7 +24,7 @@ from relay.events import conversation_key, event_name, parse_event
 from relay.ingest.clients import ClientPolicy
 from relay.ingest.offload import Reserialiser
 from relay.ingest.signature import SIGNATURE_HEADER, Verifier
-from relay.logs import fields
+from relay.logs import fields, write
 from relay.metrics import Metrics
 from relay.routing import decide
 from relay.store.base import Incoming, IngestStore
@@ -158,9 +158,13 @@ class Ingest:
                 detail="storage is unavailable; retry later",
             )
         if accepted.duplicate:
-            log.info(
+            write(
+                log,
+                logging.INFO,
                 "duplicate: already accepted",
-                extra=fields(event_id=accepted.event_id, event=name, client=str(client)),
+                event_id=accepted.event_id,
+                event=name,
+                client=str(client),
             )
             return self._answer(
                 200,
@@ -170,16 +174,16 @@ class Ingest:
                 event_id=accepted.event_id,
                 detail="this exact body was accepted in the last 24 h; it is not delivered again",
             )
-        log.info(
+        write(
+            log,
+            logging.INFO,
             "accepted",
-            extra=fields(
-                event_id=accepted.event_id,
-                event=name,
-                conversation=conversation,
-                routes=",".join(decision.routes) or "-",
-                destinations=",".join(destinations) or "-",
-                client=str(client),
-            ),
+            event_id=accepted.event_id,
+            event=name,
+            conversation=conversation,
+            routes=",".join(decision.routes) or "-",
+            destinations=",".join(destinations) or "-",
+            client=str(client),
         )
         if destinations:
             self.on_accepted(destinations)
