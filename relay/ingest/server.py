@@ -26,7 +26,7 @@ from relay.ingest.offload import Reserialiser
 from relay.ingest.signature import SIGNATURE_HEADER, Verifier
 from relay.logs import fields, write
 from relay.metrics import Metrics
-from relay.routing import decide
+from relay.routing import Router
 from relay.store.base import Incoming, IngestStore
 
 log = logging.getLogger("relay.ingest")
@@ -43,6 +43,7 @@ class Gate:
     policy: ClientPolicy
     verifier: Verifier
     enabled: frozenset[str]
+    router: Router
 
     @classmethod
     def from_config(cls, config: Config) -> Gate:
@@ -53,6 +54,7 @@ class Gate:
             enabled=frozenset(
                 name for name, destination in config.destinations.items() if destination.enabled
             ),
+            router=Router(config.routes),
         )
 
 
@@ -142,7 +144,7 @@ class Ingest:
         self, gate: Gate, body: bytes, event: dict[str, Any], client: object
     ) -> web.Response:
         name = event_name(event)
-        decision = decide(gate.config.routes, event)
+        decision = gate.router.decide(event)
         destinations = tuple(d for d in decision.destinations if d in gate.enabled)
         conversation = conversation_key(event)
         incoming = Incoming(body, name, conversation, destinations, self.clock())
