@@ -508,3 +508,19 @@ async def test_two_instances_take_turns_reading_a_telegram_bot(
     finally:
         for relay in relays:
             await relay.stop()
+
+
+async def test_slack_url_verification_and_no_signing_secret(
+    start: Start, tmp_path: Path, fake_slack: FakeSlack,
+) -> None:
+    running = await start()
+    challenge = {"type": "url_verification", "token": "x", "challenge": "c-123"}
+    headers, body = fake_slack.events_request(fake_slack_module.SIGNING_SECRET, challenge)
+    response = await running.client.post("/slack/events", data=body, headers=headers)
+    assert (response.status, await response.json()) == (200, {"challenge": "c-123"})
+    config = tmp_path / "relay.yaml"
+    config.write_text(config.read_text().replace(
+        f"signing_secret: {fake_slack_module.SIGNING_SECRET}", ""))
+    assert await running.relay.reload()
+    response = await running.client.post("/slack/events", data=body, headers=headers)
+    assert response.status == 404
