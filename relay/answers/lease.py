@@ -72,16 +72,20 @@ class Leased:
             try:
                 if await self.store.hold_lane(self.key, self.owner, self.ttl, self.clock()):
                     held_at = self.clock()
-                elif self.running:
-                    log.info("another instance reads these replies now; stopping here")
-                    await self._stop_listening()
+                else:
+                    held_at = float("-inf")  # another instance holds it
+                    if self.running:
+                        log.info("another instance reads these replies now; stopping here")
             except Exception as error:  # the store is away: keep reading while the lease lasts
                 log.warning("could not renew the lease on reading replies: %s", error)
-            if self.clock() - held_at >= self.ttl:
-                await self._stop_listening()
-            elif not self.running:
-                await self.listener.start()
-                self.running = True
+            try:
+                if self.clock() - held_at >= self.ttl:
+                    await self._stop_listening()
+                elif not self.running:
+                    await self.listener.start()
+                    self.running = True
+            except Exception:  # a bug: said, and tried again at the next turn
+                log.exception("could not start or stop reading replies")
             await asyncio.sleep(self.ttl / 3)
 
     async def _stop_listening(self) -> None:

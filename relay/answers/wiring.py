@@ -171,7 +171,10 @@ class Answering:
         ]
         self._events = slack_events_handler(secrets, self.intake) if secrets else None
         for listener in listeners:
-            await listener.start()
+            try:
+                await listener.start()
+            except Exception:  # one listener's trouble must not keep the relay from running
+                log.exception("could not start an answer listener")
         self.listeners = listeners
 
     async def close(self) -> None:
