@@ -458,9 +458,12 @@ async def test_a_reload_starts_the_new_listeners_and_closes_the_old(
     await answer_in_thread(fake_slack, parent, "From the newcomer", user="U0NEWCOMER")
     await until(lambda: fake_oneroute.sent)
     assert [m.text for m in fake_oneroute.sent] == ["From the newcomer"]
-    await running.relay.stop()  # closes every listener: no socket, no poll left open
-    await until(lambda: not fake_slack.sockets and not fake_telegram.polling)
+    listeners = list(running.relay.answering.listeners)
+    await running.relay.stop()  # closes every listener: no socket, no poller left running
+    await until(lambda: not fake_slack.sockets)
     assert running.relay.answering.listeners == []
+    pollers = [listener for listener in listeners if hasattr(listener, "running")]
+    assert pollers and not any(poller.running for poller in pollers)
 
 
 async def test_giving_up_on_an_answer_is_said_in_the_thread(
