@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from bench.common import machine
+from bench.floor_server import STAGES
 
 NAMES = ("ingest", "e2e", "drain", "memory")
 # Run only when named: not among the four figures.
@@ -48,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="ingest: event loop(s) to run (default: both)",
     )
+    parser.add_argument(
+        "--stage",
+        action="append",
+        choices=STAGES,
+        help="floor: the floor stages to run (default: all)",
+    )
     parser.add_argument("--rounds", type=int, help="ingest, floor: rounds (default 3, quick 1)")
     parser.add_argument(
         "--seconds", type=float, help="ingest, floor, amplifier: seconds per run (default 10)"
@@ -57,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME[+NAME]",
-        help="ingest, handler, e2e: also run the relay with these bench/patches.py patches "
+        help="ingest, handler, e2e, floor: also run the relay with these bench/patches.py "
+        "patches, or src=DIR for another checkout's relay "
         "(an A/B in one run); drain: run it with them (all together)",
     )
     parser.add_argument(
@@ -91,8 +99,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results[name] = await handler.main(args.patch, quick=args.quick)
         elif name == "floor":
             results[name] = await floor.main(
-                quick=args.quick, generator=args.loadgen, rounds=args.rounds, seconds=args.seconds
-            )
+                quick=args.quick, generator=args.loadgen, rounds=args.rounds,
+                seconds=args.seconds, stages=args.stage or (), patches=args.patch,
+            )  # fmt: skip
         elif name == "amplifier":
             results[name] = await amplifier.main(quick=args.quick, seconds=args.seconds)
         elif name == "console":

@@ -306,6 +306,7 @@ class Lane:
                 self.pacer.sent(self.courier.limits)
             if isinstance(outcome, Sent):
                 thread = await self._remember_parent(first, thread, outcome.ref)
+                await self._remember_sent(rows, outcome.ref)
                 if part + 1 < len(messages):
                     await self.store.save_progress(first.id, part + 1)
                 continue
@@ -347,6 +348,22 @@ class Lane:
         parent = await self.store.set_thread_parent(self.destination, row.conversation, ref)
         self._parents[row.conversation] = parent
         return parent
+
+    async def _remember_sent(self, rows: list[Claimed], ref: str | None) -> None:
+        """A reply to this message is an answer in its conversation (when the destination
+        takes replies, and the message carries one conversation only)."""
+        remember = getattr(self.courier, "remember", None)  # tests' couriers may lack it
+        conversations = {row.conversation for row in rows}
+        if remember is None or ref is None or len(conversations) != 1 or None in conversations:
+            return
+        try:
+            await remember(ref, rows[0].conversation or "")
+        except Exception as error:  # the message is out: record it as sent all the same
+            log.warning(
+                "could not remember a sent message (a reply to it is not an answer): %s",
+                error,
+                extra=self._fields(rows[0]),
+            )
 
     async def _retry_later(
         self, rows: list[Claimed], outcome: RetryLater, logged: bool = False, took: float = 0.0
@@ -399,6 +416,12 @@ class Lane:
                 outcome.detail or outcome.reason,
                 extra=self._fields(row, reason=outcome.reason),
             )
+        gave_up = getattr(self.courier, "gave_up", None)  # tests' couriers may lack it
+        if gave_up is not None and outcome.reason == Reason.GAVE_UP:
+            try:
+                await gave_up([row.body for row in rows], outcome)
+            except Exception:  # a courtesy (an answer's feedback): never stops the lane
+                log.exception("could not report giving up", extra=self._fields(rows[0]))
 
     def _fields(self, row: Claimed, **more: Any) -> dict[str, Any]:
         return fields(

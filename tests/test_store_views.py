@@ -126,6 +126,9 @@ async def test_dead_letters_filtered_and_revived_by_filter(store: Store) -> None
     ]
     assert await store.revive_matching(Filters(), T0 + 200) == 1
     assert await store.dead_page(Filters(), None, 10) == []
+    # Revived rows are the heads of their conversations again: the next claim takes them.
+    claimed = {row.id for row in await store.claim("a", T0 + 300, 100, 60.0, "me")}
+    assert {d.delivery.id for d in dead} <= claimed
 
 
 async def test_lane_counts(store: Store) -> None:

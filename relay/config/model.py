@@ -22,7 +22,15 @@ from pydantic import (
 
 from relay.config.durations import Duration
 from relay.config.storage import PATTERN, check_storage_url, storage_passwords
-from relay.config.types import SECRET, IPNetwork, OptionalSecret, Secret, Strict, is_loopback
+from relay.config.types import (
+    SECRET,
+    HttpUrl,
+    IPNetwork,
+    OptionalSecret,
+    Secret,
+    Strict,
+    is_loopback,
+)
 from relay.integrations.console.config import ConsoleDestination
 from relay.integrations.slack.config import SlackDestination
 from relay.integrations.telegram.config import TelegramDestination
@@ -100,6 +108,20 @@ def _drop_empty(values: Any) -> Any:
     return [v for v in values if v not in ("", None)] if isinstance(values, list) else values
 
 
+ONEROUTE_API_URL = "https://api.oneroute.io"
+
+
+class ReplyNumbers(Strict):
+    """Where an answer's numbers are in the conversation's latest event (dotted paths)."""
+
+    business: str = Field(
+        "conversation.Channel.phone", description="the channel's number: the answer's sender"
+    )
+    customer: str = Field(
+        "conversation.customer.phone", description="the customer's number: the answer's receiver"
+    )
+
+
 class OneRoute(Strict):
     secrets: Annotated[list[Secret], BeforeValidator(_drop_empty)] = Field(
         min_length=1, description="HMAC-SHA512 keys; several = rotation (empty entries are ignored)"
@@ -110,6 +132,11 @@ class OneRoute(Strict):
     trusted_proxies: list[IPNetwork] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed"
     )
+    api_key: OptionalSecret = Field(
+        None, description="OneRoute's API key: answers from Slack and Telegram reach customers"
+    )
+    api_url: HttpUrl = Field(ONEROUTE_API_URL, description="OneRoute's API")
+    reply_numbers: ReplyNumbers = ReplyNumbers()
 
 
 StorageURL = Annotated[str, SECRET, AfterValidator(check_storage_url)]
@@ -159,6 +186,8 @@ class Config(Strict):
         found = [secret.get_secret_value() for secret in self.oneroute.secrets]
         if self.admin.token is not None:
             found.append(self.admin.token.get_secret_value())
+        if self.oneroute.api_key is not None:
+            found.append(self.oneroute.api_key.get_secret_value())
         for destination in self.destinations.values():
             found += destination.secrets()
         return found + storage_passwords(self.storage)  # postgresql://user:PASSWORD@host/db

@@ -15,7 +15,7 @@ are always bound parameters) and kept, so each combination is parsed once.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any, Protocol
@@ -291,12 +291,15 @@ def _dead_page(shape: _Shape) -> Statement:
 
 
 @cache
-def _revive_matching(shape: _Shape) -> Statement:
-    matching = (
+def _dead_matching(shape: _Shape) -> Statement:
+    return Statement(
         "SELECT d.id FROM deliveries AS d JOIN events AS e ON e.id = d.event_id "  # noqa: S608 - constant fragments
-        f"WHERE {' AND '.join(_dead_where(shape))}"
+        f"WHERE {' AND '.join(_dead_where(shape))} ORDER BY d.id",
+        rows=True,
     )
-    return Statement(f"{schema.REVIVE_ALL.sql} AND id IN ({matching})")
+
+
+REVIVE_CHUNK = 500  # ids per revive: a bounded statement, each chunk its own transaction
 
 
 # --- the mixin ----------------------------------------------------------------------------------
@@ -341,10 +344,18 @@ class ConsoleViews:
         return [DeadRow(DeliveryRow(*row[:10]), row[10], row[11]) for row in rows]
 
     async def revive_matching(self, filters: Filters, now: float) -> int:
+        # Through revive(), which also gives each revived conversation its head (claims read
+        # only heads: relay/store/schema.py).
         filters = replace(filters, state=None)
-        statement = _revive_matching(_Shape.of(filters))
-        (count,) = await self._write(step(statement, now=now, **filters.params()))
-        return int(count)
+        rows = await self._read(_dead_matching(_Shape.of(filters)), **filters.params())
+        ids = [int(row[0]) for row in rows]
+        revived = 0
+        for start in range(0, len(ids), REVIVE_CHUNK):
+            revived += await self.revive(ids[start : start + REVIVE_CHUNK], now)
+        return revived
+
+    # SharedStore's (the engines list this mixin first: declared here, it would shadow it).
+    revive: Callable[[Sequence[int] | None, float], Awaitable[int]]
 
     async def lane_counts(self, now: float) -> dict[str, LaneCounts]:
         lanes: dict[str, LaneCounts] = {}
