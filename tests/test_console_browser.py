@@ -146,6 +146,7 @@ async def test_token_prompt_live_events_filters_and_an_events_page(
     await browser.wait_for("#preview pre", "chat.postMessage")
     await browser.wait_for("#body", '"event": "campaignDeliveryReport"')
     await browser.wait_for("#deliveries", "support-slack")
+    await browser.wait_for("#deliveries table.attempts td", "sent")  # the attempt history
     await browser.screenshot("event")
 
     await browser.get(relay.console + "/lanes")
