@@ -292,6 +292,8 @@ class Relay:
                 self._start_lane(name, courier, plan)
         if config.server != old.server or config.storage != old.storage:
             log.warning("server and storage settings changed: they take effect on restart")
+        if config.admin != old.admin:
+            log.warning("admin settings changed: the console's listener takes them on restart")
         self.metrics.config_reloads.labels("success").inc()
         self.metrics.config_loaded()
         log.info("config reloaded", extra=fields(restarted=",".join(changed) or "-"))
