@@ -1,4 +1,5 @@
-"""`python -m bench [ingest|e2e|drain|memory|handler|floor|amplifier|backlog ...] [--quick]`: run
+"""`python -m bench [ingest|e2e|drain|memory|handler|floor|amplifier|console|backlog ...]
+[--quick]`: run
 benchmarks.
 
 Without names, the four figures of BENCHMARKS.md: ingest, e2e, drain, memory.
@@ -16,10 +17,11 @@ import time
 from typing import Any
 
 from bench.common import machine
+from bench.floor_server import STAGES
 
 NAMES = ("ingest", "e2e", "drain", "memory")
 # Run only when named: not among the four figures.
-EXTRAS = ("handler", "floor", "amplifier", "backlog")
+EXTRAS = ("handler", "floor", "amplifier", "console", "backlog")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"benchmarks to run: {', '.join(NAMES)} (default: all of these), handler "
         "(the webhook handler's CPU per request, in process; with --patch), floor "
         "(how close to the bare handler any durable relay can come on this machine), "
-        "amplifier (valid webhooks while 1 MiB bodies with a wrong signature are posted), or "
-        "backlog (claims and ingest with 1 000 and 100 000 pending; A/B against the store "
-        "before heads)",
+        "amplifier (valid webhooks while 1 MiB bodies with a wrong signature are posted), "
+        "console (the operator console's API; see BENCHMARKS.md), or backlog (claims and "
+        "ingest with 1 000 and 100 000 pending; A/B against the store before heads)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="shorter runs and smaller N, for a quick check"
@@ -50,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="ingest: event loop(s) to run (default: both)",
     )
+    parser.add_argument(
+        "--stage",
+        action="append",
+        choices=STAGES,
+        help="floor: the floor stages to run (default: all)",
+    )
     parser.add_argument("--rounds", type=int, help="ingest, floor: rounds (default 3, quick 1)")
     parser.add_argument(
         "--seconds", type=float, help="ingest, floor, amplifier: seconds per run (default 10)"
@@ -59,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME[+NAME]",
-        help="ingest, handler, e2e: also run the relay with these bench/patches.py patches "
+        help="ingest, handler, e2e, floor: also run the relay with these bench/patches.py "
+        "patches, or src=DIR for another checkout's relay "
         "(an A/B in one run); drain: run it with them (all together)",
     )
     parser.add_argument(
@@ -72,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from bench import amplifier, backlog, drain, e2e, floor, handler, ingest, memory
+    from bench import amplifier, backlog, console, drain, e2e, floor, handler, ingest, memory
 
     results: dict[str, Any] = {}
     for name in args.names or NAMES:
@@ -93,10 +102,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results[name] = await handler.main(args.patch, quick=args.quick)
         elif name == "floor":
             results[name] = await floor.main(
-                quick=args.quick, generator=args.loadgen, rounds=args.rounds, seconds=args.seconds
-            )
+                quick=args.quick, generator=args.loadgen, rounds=args.rounds,
+                seconds=args.seconds, stages=args.stage or (), patches=args.patch,
+            )  # fmt: skip
         elif name == "amplifier":
             results[name] = await amplifier.main(quick=args.quick, seconds=args.seconds)
+        elif name == "console":
+            results[name] = await console.main(quick=args.quick)
         elif name == "backlog":
             results[name] = await backlog.main(quick=args.quick)
         elif name == "memory":

@@ -16,7 +16,13 @@ each other):
 None of the stages routes, logs, counts metrics or delivers: whatever they reach, the
 relay cannot exceed without giving up durability or the duplicate check.
 
-    python -m bench floor [--quick] [--seconds S] [--loadgen wrk|python]
+Then, in the same round, the relay itself as `bench ingest` runs it (asyncio's loop, one
+Slack destination paced at 1/s), and with each --patch (e.g. `src=DIR`, another checkout's
+relay: an A/B). The table ends with the three ratios: relay / bare, floor / bare (the best
+durable floor) and relay / floor, whose target is RELAY_TARGET.
+
+    python -m bench floor [--quick] [--seconds S] [--loadgen wrk|python] [--stage NAME]
+        [--patch NAME[+NAME]]
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import contextlib
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +49,12 @@ from bench.common import (
     table,
 )
 from bench.floor_server import STAGES
-from bench.ingest import CONNECTIONS, TARGET_RATIO, stored_events
+from bench.ingest import CONNECTIONS, TARGET_RATIO, run_relay, stored_events
 from bench.load import pick, run_load
+from tests.fakes.slack import FakeSlack
 
 PROCESSES = (1, 2)
+RELAY_TARGET = 0.8  # issue 12: the relay at 0.8x the best durable floor, in one run
 
 
 def floor_server(directory: Path, port: int, stage: str, number: int) -> Server:
@@ -98,31 +106,48 @@ async def measure(
     return result
 
 
-async def run(seconds: float, warmup: float, rounds: int, generator: str) -> dict[str, Any]:
+async def run(
+    seconds: float,
+    warmup: float,
+    rounds: int,
+    generator: str,
+    stages: Sequence[str] = STAGES,
+    variants: Sequence[Sequence[str]] = ((),),
+) -> dict[str, Any]:
+    """`variants`: patch lists to run the relay with; () is the relay as shipped."""
     generator = pick(generator)
     runs: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as temp:
-        for round_ in range(rounds):
-            port = free_port()
-            bare = bare_server(Path(temp), port)
-            async with all_running([bare]):
-                runs.setdefault("bare", []).append(
-                    await measure([bare], seconds, warmup, generator, "bare")
-                )
-            for stage in STAGES:
-                for processes in PROCESSES:
-                    name = f"{stage} x{processes}"
-                    directory = Path(temp) / f"{stage}-{processes}-{round_}"
-                    directory.mkdir()
-                    port = free_port()
-                    servers = [floor_server(directory, port, stage, n) for n in range(processes)]
-                    async with all_running(servers):
-                        result = await measure(servers, seconds, warmup, generator, name)
-                    if stage != "verify":  # every answered event is in a database
-                        answered = result["requests"] + result["warmup_requests"]
-                        stored = sum(map(stored_events, directory.glob("floor-*.db")))
-                        result["all_stored"] = stored >= answered
-                    runs.setdefault(name, []).append(result)
+        async with FakeSlack.running() as slack:
+            for round_ in range(rounds):
+                port = free_port()
+                bare = bare_server(Path(temp), port)
+                async with all_running([bare]):
+                    runs.setdefault("bare", []).append(
+                        await measure([bare], seconds, warmup, generator, "bare")
+                    )
+                for stage in stages:
+                    for processes in PROCESSES:
+                        name = f"{stage} x{processes}"
+                        directory = Path(temp) / f"{stage}-{processes}-{round_}"
+                        directory.mkdir()
+                        port = free_port()
+                        servers = [
+                            floor_server(directory, port, stage, n) for n in range(processes)
+                        ]
+                        async with all_running(servers):
+                            result = await measure(servers, seconds, warmup, generator, name)
+                        if stage != "verify":  # every answered event is in a database
+                            answered = result["requests"] + result["warmup_requests"]
+                            stored = sum(map(stored_events, directory.glob("floor-*.db")))
+                            result["all_stored"] = stored >= answered
+                        runs.setdefault(name, []).append(result)
+                for number, patches in enumerate(variants):
+                    directory = Path(temp) / f"relay-{round_}-{number}"
+                    result = await run_relay(
+                        directory, slack, [], patches, seconds, warmup, generator
+                    )
+                    runs.setdefault("+".join(["relay", *patches]), []).append(result)
     return summarise(runs, generator, seconds, rounds)
 
 
@@ -157,18 +182,43 @@ def summarise(
         ["server", "req/s", "x bare", "p99 ms", "cores", "CPU us/req", "non-200", "stored"],
         rows,
     )
-    best_durable = max(
-        (name for name in summary if name.startswith("durable")),
-        key=lambda name: summary[name]["rps"],
-    )
+    durable = [name for name in summary if name.startswith("durable")]
+    checks: dict[str, Any] = {
+        "all_200_and_stored": all(f["non_200"] == 0 and f["all_stored"] for f in summary.values())
+    }
+    if not durable:  # only --stage verify: no floor to compare the relay with
+        return {"summary": summary, "checks": checks, "runs": runs, "table": text}
+    best_durable = max(durable, key=lambda name: summary[name]["rps"])
     text += (
         f"\nbest durable floor: {best_durable}, {summary[best_durable]['ratio_to_bare']:.2f}x "
         f"bare (the ingest target is {TARGET_RATIO}x)"
     )
-    # Information, not a target: the relay itself is measured by `bench ingest`.
-    checks = {
-        "all_200_and_stored": all(f["non_200"] == 0 and f["all_stored"] for f in summary.values())
-    }
+    floor = summary[best_durable]
+    for name, figures in summary.items():
+        if not name.startswith("relay"):
+            continue
+        figures["ratio_to_floor"] = figures["rps"] / floor["rps"]
+        figures["cpu_to_floor"] = figures["cpu_us_per_request"] / floor["cpu_us_per_request"]
+        text += (
+            f"\n{name}: relay / bare {figures['ratio_to_bare']:.2f}x, floor / bare "
+            f"{floor['ratio_to_bare']:.2f}x, relay / floor {figures['ratio_to_floor']:.2f}x "
+            f"(target >= {RELAY_TARGET}x); CPU {figures['cpu_us_per_request']:.0f} us/req, "
+            f"{figures['cpu_to_floor']:.2f}x the floor's {floor['cpu_us_per_request']:.0f}"
+        )
+        checks[f"{name} at {RELAY_TARGET}x the floor"] = figures["ratio_to_floor"] >= RELAY_TARGET
+    base = summary.get("relay")
+    for name, figures in summary.items():
+        if name.startswith("relay+") and base:
+            text += (
+                f"\n{name} vs relay: {figures['rps'] / base['rps']:.2f}x req/s, "
+                f"{figures['cpu_us_per_request'] / base['cpu_us_per_request']:.2f}x CPU per request"
+            )
+    busy = max(
+        (r.get("background_busy_pct", 0.0) for results in runs.values() for r in results),
+        default=0.0,
+    )
+    if busy > 10:
+        text += f"\nwarning: the machine was {busy:.0f}% busy before a relay run (other jobs)"
     return {"summary": summary, "checks": checks, "runs": runs, "table": text}
 
 
@@ -177,12 +227,18 @@ async def main(
     generator: str = "auto",
     rounds: int | None = None,
     seconds: float | None = None,
+    stages: Sequence[str] = (),
+    patches: Sequence[str] = (),
 ) -> dict[str, Any]:
+    """`stages`: floor stages to run (default all); `patches`: each value one more relay
+    variant ("a+b" applies two patches together)."""
     result = await run(
         seconds=seconds or (5.0 if quick else 10.0),
         warmup=1.0 if quick else 2.0,
         rounds=rounds or (1 if quick else 3),
         generator=generator,
+        stages=stages or STAGES,
+        variants=[(), *(tuple(p.split("+")) for p in patches)],
     )
     print(result["table"])
     save("floor", result)

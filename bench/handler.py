@@ -77,8 +77,7 @@ def _ingest() -> Any:
                 "- {name: everything, to: [s]}",
             )
         )
-    redact.register(*config.secrets())
-    logs.setup("info", "text")
+    logs.setup(redact.Redactor(*config.secrets()), "info", "text")
     logging.getLogger().handlers[0].setStream(open(os.devnull, "w"))  # type: ignore[attr-defined]  # noqa: SIM115
     return Ingest(Gate.from_config(config), _Store())  # type: ignore[arg-type]
 

@@ -221,3 +221,23 @@ def reserialise_inline() -> None:
     from relay.ingest import offload, server
 
     offload.INLINE_MAX = server.MAX_BODY
+
+
+# --- analysis of the leaner ingest (BENCHMARKS.md: "A leaner ingest") ------------------------
+
+
+@patch
+def no_request_log() -> None:
+    """ANALYSIS ONLY: no line per accepted request (relay.ingest at WARNING)."""
+    import logging
+
+    logging.getLogger("relay.ingest").setLevel(logging.WARNING)
+
+
+@patch
+def no_wake() -> None:
+    """ANALYSIS ONLY: accepted events do not wake their lanes (they find them on their own
+    next poll): what the wake-up costs per request."""
+    from relay.service import Relay
+
+    Relay._wake = lambda self, destinations: None  # type: ignore[method-assign]

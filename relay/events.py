@@ -78,7 +78,9 @@ def parse_event(body: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as error:
         raise InvalidEvent(f"the body is not UTF-8 (byte {error.start})") from None
     try:
-        event = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
+        if text.startswith("\ufeff"):  # as json.loads says it: _DECODER.decode does not check
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        event = _DECODER.decode(text)
     except RecursionError:
         raise InvalidEvent("the JSON is nested too deeply") from None
     except ValueError as error:
@@ -96,6 +98,11 @@ def _reject_constant(name: str) -> Any:
 
 def _parse_int(text: str) -> int | float:
     return int(text) if len(text) < 4000 else float(text)  # int() refuses >4300 digits
+
+
+# Built once: json.loads with hooks builds a decoder and its scanner on every call, which
+# took half of the parse (about 6 of 12 us for a 1 KiB event); one body per request.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_int)
 
 
 def _replace_lone_surrogates(value: Any) -> Any:

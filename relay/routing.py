@@ -201,3 +201,50 @@ def decide(routes: Sequence[RouteLike], event: Mapping[str, Any]) -> Decision:
         if not route.continue_:
             break
     return Decision(tuple(names), tuple(destinations))
+
+
+# The values a cached decision may be keyed by: hashable scalars (lists and objects are not).
+_KEY_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
+class Router:
+    """`decide` for one list of routes, remembering decisions where the rules allow.
+
+    Without regexes a decision is a function of what the routes' paths hold (found or not,
+    and each value, its type included: `true` is not `1`), so it is cached by those: a
+    handful of keys in practice (event names, channels, `authUser`), and one for routes
+    without `when`. A regex is usually on free text (`message.content`), every event a new
+    key, so routes with one are decided afresh each time; so are events whose values at
+    those paths are lists or objects. The cache is bounded (cleared when full).
+    """
+
+    CACHE_SIZE = 1024
+
+    def __init__(self, routes: Sequence[RouteLike]) -> None:
+        self.routes = tuple(routes)
+        self._paths = tuple(dict.fromkeys(path for route in self.routes for path in route.when))
+        self._cacheable = not any(
+            any(True for _ in regexes(matcher))
+            for route in self.routes
+            for matcher in route.when.values()
+        )
+        self._cache: dict[tuple[Any, ...], Decision] = {}
+
+    def decide(self, event: Mapping[str, Any]) -> Decision:
+        if not self._cacheable:
+            return decide(self.routes, event)
+        key = []
+        for path in self._paths:
+            found, value = get_path(event, path)
+            kind = type(value)
+            if kind not in _KEY_TYPES:
+                return decide(self.routes, event)
+            key.append((found, kind, value))
+        cache_key = tuple(key)
+        decision = self._cache.get(cache_key)
+        if decision is None:
+            decision = decide(self.routes, event)
+            if len(self._cache) >= self.CACHE_SIZE:
+                self._cache.clear()
+            self._cache[cache_key] = decision
+        return decision

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from relay.config.load import parse_config
-from relay.routing import Matcher, decide, matches, parse_matcher
+from relay.routing import Matcher, Router, decide, matches, parse_matcher
 
 SAMPLES = Path(__file__).parent / "data" / "oneroute"
 EVENT = json.loads((SAMPLES / "new-message-text.json").read_text())
@@ -130,19 +132,21 @@ def test_unnamed_routes_are_named_by_position_and_no_route_means_nowhere() -> No
 def test_paths_into_lists() -> None:
     event = {"items": [{"id": "a"}, {"id": "b"}]}
     assert decide([R(["x"], when(items__1__id="b"))], event).destinations == ("x",)
-    assert decide([R(["x"], when(items__2__id={"exists": False}))], event).destinations == (
-        "x",
-    )
+    assert decide([R(["x"], when(items__2__id={"exists": False}))], event).destinations == ("x",)
 
 
 def test_product_example_routes() -> None:
-    config = parse_config((Path(__file__).parents[1] / "config" / "full.yaml").read_text(),
-                          environ={})
+    config = parse_config(
+        (Path(__file__).parents[1] / "config" / "full.yaml").read_text(), environ={}
+    )
     refund = json.loads(json.dumps(EVENT))
     refund["message"]["content"] = "I need a Refund"
     assert decide(config.routes, refund).routes == ("whatsapp-refunds", "lagos-line")
     assert decide(config.routes, refund).destinations == (
-        "support-slack", "ops-telegram", "support-slack-hook")
+        "support-slack",
+        "ops-telegram",
+        "support-slack-hook",
+    )
     assert decide(config.routes, EVENT).routes == ("lagos-line",)
     agent = json.loads((SAMPLES / "new-message-from-agent.json").read_text())
     assert decide(config.routes, agent).routes == ("everything-else",)
@@ -150,3 +154,66 @@ def test_product_example_routes() -> None:
     assert decide(config.routes, campaign).destinations == ("ops-telegram",)
     unknown = json.loads((SAMPLES / "unknown-event.json").read_text())
     assert decide(config.routes, unknown).destinations == ("terminal",)
+
+
+# --- Router: decide, cached where the rules allow -------------------------------------------
+
+RULES = [
+    R(
+        ["a"],
+        when(event="newMessage", message__sender__authUser=False),
+        "customers",
+        continue_=True,
+    ),
+    R(["b"], when(conversation__Channel__medium=["WHATSAPP", 1]), "whatsapp"),
+    R(["c"], when(flag=True), "flag"),
+    R(["d"], when(flag={"not": {"exists": True}}, event={"exists": True}), "no-flag"),
+    R(["e"], name="rest"),
+]
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-2, 2), st.floats(allow_nan=False, width=16),
+    st.sampled_from(["newMessage", "WHATSAPP", "x"]),
+)  # fmt: skip
+VALUES = st.one_of(SCALARS, st.lists(SCALARS, max_size=2), st.dictionaries(st.just("k"), SCALARS))
+
+
+@given(
+    event=st.fixed_dictionaries(
+        {},
+        optional={
+            "event": VALUES,
+            "flag": VALUES,
+            "message": st.fixed_dictionaries({}, optional={"sender": st.fixed_dictionaries(
+                {}, optional={"authUser": VALUES})}),
+            "conversation": st.fixed_dictionaries({}, optional={"Channel": st.fixed_dictionaries(
+                {}, optional={"medium": VALUES})}),
+        },
+    )
+)  # fmt: skip
+def test_the_router_decides_as_decide_does(event: dict[str, Any]) -> None:
+    router = Router(RULES)
+    for _ in range(2):  # afresh, then from the cache
+        assert router.decide(event) == decide(RULES, event)
+
+
+def test_the_router_tells_true_from_1_and_present_null_from_absent() -> None:
+    router = Router([R(["t"], when(flag=True), "true"), R(["n"], when(flag=None), "null")])
+    assert router.decide({"flag": True}).routes == ("true",)
+    assert router.decide({"flag": 1}).routes == ()
+    assert router.decide({"flag": None}).routes == ("null",)
+    assert router.decide({}).routes == ()
+    assert router.decide({"flag": True}).routes == ("true",)
+
+
+def test_routes_with_a_regex_are_decided_afresh_and_the_cache_is_bounded() -> None:
+    refunds = Router([R(["a"], when(message__content={"regex": "(?i)refund"}), "refunds")])
+    for text in ("a refund", "hello", "REFUND"):
+        assert refunds.decide({"message": {"content": text}}) == decide(
+            refunds.routes, {"message": {"content": text}}
+        )
+    assert refunds._cache == {}
+    by_id = Router([R(["a"], when(id="x"), "x")])
+    for n in range(Router.CACHE_SIZE + 10):
+        by_id.decide({"id": str(n)})
+    assert 0 < len(by_id._cache) <= Router.CACHE_SIZE
+    assert by_id.decide({"id": "x"}).routes == ("x",)

@@ -89,3 +89,31 @@ async def test_accept_before_start_or_after_close_is_refused_at_once() -> None:
     with pytest.raises(StoreUnavailable, match="closed"):
         await commit.accept(incoming(0))
     await commit.close()  # twice is harmless
+
+
+async def test_close_commits_what_is_queued_then_stops() -> None:
+    writer = Writer()
+    writer.held.clear()
+    commit = GroupCommit(writer, name="test", max_batch=2)
+    commit.start()
+    accepted = [asyncio.create_task(commit.accept(incoming(n))) for n in range(5)]
+    await asyncio.sleep(0.01)  # the first batch is in flight, the rest queued
+    closing = asyncio.create_task(commit.close())
+    await asyncio.sleep(0.01)
+    writer.held.set()
+    await closing
+    assert [(await task).event_id for task in accepted] == list(range(5))
+    assert writer.batches == [2, 2, 1]
+    assert commit._writer is not None and commit._writer.done()
+
+
+async def test_the_writer_waits_for_events_and_takes_them_in_order() -> None:
+    writer = Writer()
+    commit = GroupCommit(writer, name="test")
+    commit.start()
+    for n in range(3):  # one at a time: the writer goes back to waiting in between
+        assert (await commit.accept(incoming(n))).event_id == n
+        await asyncio.sleep(0.01)
+    assert writer.batches == [1, 1, 1]
+    await commit.close()
+    assert commit._writer is not None and commit._writer.done()

@@ -24,9 +24,9 @@ from relay.events import conversation_key, event_name, parse_event
 from relay.ingest.clients import ClientPolicy
 from relay.ingest.offload import Reserialiser
 from relay.ingest.signature import SIGNATURE_HEADER, Verifier
-from relay.logs import fields
+from relay.logs import fields, write
 from relay.metrics import Metrics
-from relay.routing import decide
+from relay.routing import Router
 from relay.store.base import Incoming, IngestStore
 
 log = logging.getLogger("relay.ingest")
@@ -43,6 +43,7 @@ class Gate:
     policy: ClientPolicy
     verifier: Verifier
     enabled: frozenset[str]
+    router: Router
 
     @classmethod
     def from_config(cls, config: Config) -> Gate:
@@ -53,6 +54,7 @@ class Gate:
             enabled=frozenset(
                 name for name, destination in config.destinations.items() if destination.enabled
             ),
+            router=Router(config.routes),
         )
 
 
@@ -142,7 +144,7 @@ class Ingest:
         self, gate: Gate, body: bytes, event: dict[str, Any], client: object
     ) -> web.Response:
         name = event_name(event)
-        decision = decide(gate.config.routes, event)
+        decision = gate.router.decide(event)
         destinations = tuple(d for d in decision.destinations if d in gate.enabled)
         conversation = conversation_key(event)
         incoming = Incoming(body, name, conversation, destinations, self.clock())
@@ -158,9 +160,13 @@ class Ingest:
                 detail="storage is unavailable; retry later",
             )
         if accepted.duplicate:
-            log.info(
+            write(
+                log,
+                logging.INFO,
                 "duplicate: already accepted",
-                extra=fields(event_id=accepted.event_id, event=name, client=str(client)),
+                event_id=accepted.event_id,
+                event=name,
+                client=str(client),
             )
             return self._answer(
                 200,
@@ -170,16 +176,16 @@ class Ingest:
                 event_id=accepted.event_id,
                 detail="this exact body was accepted in the last 24 h; it is not delivered again",
             )
-        log.info(
+        write(
+            log,
+            logging.INFO,
             "accepted",
-            extra=fields(
-                event_id=accepted.event_id,
-                event=name,
-                conversation=conversation,
-                routes=",".join(decision.routes) or "-",
-                destinations=",".join(destinations) or "-",
-                client=str(client),
-            ),
+            event_id=accepted.event_id,
+            event=name,
+            conversation=conversation,
+            routes=",".join(decision.routes) or "-",
+            destinations=",".join(destinations) or "-",
+            client=str(client),
         )
         if destinations:
             self.on_accepted(destinations)

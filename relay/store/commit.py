@@ -43,7 +43,11 @@ class GroupCommit:
         self._name = name
         self._close_timeout = close_timeout
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[_Waiting | None] = asyncio.Queue()
+        # A plain list and an event, not an asyncio.Queue: the writer takes everything
+        # queued at once, and a Queue's put/get bookkeeping per event (a request's path)
+        # costs more than the append.
+        self._queue: list[_Waiting] = []
+        self._queued = asyncio.Event()  # set while the queue is not empty, or to stop
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -57,7 +61,8 @@ class GroupCommit:
         if self._writer is None or self._writer.done():
             raise StoreUnavailable("the store is not open")
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((incoming, future))  # no await between the checks and the put
+        self._queue.append((incoming, future))  # no await between the checks and the append
+        self._queued.set()
         return await future
 
     async def close(self) -> None:
@@ -68,35 +73,26 @@ class GroupCommit:
         writer = self._writer
         if writer is None:
             return
-        self._queue.put_nowait(None)  # the writer stops when it gets here
+        self._queued.set()  # nothing joins the queue now: the writer stops once it is empty
         _, unfinished = await asyncio.wait({writer}, timeout=self._close_timeout)
         if unfinished:
             writer.cancel()  # the batch in flight is refused to its callers (_commit)
             await asyncio.wait({writer})
-        left = StoreUnavailable("the store closed before the event was stored")
-        while not self._queue.empty():  # only after a timeout: these were never attempted
-            item = self._queue.get_nowait()
-            if item is not None:
-                _refuse([item], left)
+        # Only after a timeout: these were never attempted.
+        left, self._queue = self._queue, []
+        _refuse(left, StoreUnavailable("the store closed before the event was stored"))
 
     async def _write_batches(self) -> None:
         while True:
-            batch, stop = await self._next_batch()
+            await self._queued.wait()
+            batch = self._queue[: self._max_batch]  # what is queued now, in order
+            del self._queue[: len(batch)]
+            if not self._queue and not self._closed:  # closed: stay set, to stop when empty
+                self._queued.clear()
             if batch:
                 await self._commit(batch)
-            if stop:
+            elif self._closed:
                 return
-
-    async def _next_batch(self) -> tuple[list[_Waiting], bool]:
-        """Wait for one queued event, then take what else is queued: (batch, stop after it)."""
-        batch: list[_Waiting] = []
-        item = await self._queue.get()
-        while item is not None:
-            batch.append(item)
-            if len(batch) >= self._max_batch or self._queue.empty():
-                return batch, False
-            item = self._queue.get_nowait()
-        return batch, True
 
     async def _commit(self, batch: list[_Waiting]) -> None:
         try:

@@ -46,6 +46,7 @@ from relay.store.batch import Batch, Mark, Settled
 from relay.store.commit import CLOSE_TIMEOUT, GroupCommit
 from relay.store.shared import SharedStore
 from relay.store.sql import Dialect, Statement, Step, step
+from relay.store.views import ConsoleViews
 
 POOL_MIN, POOL_MAX = 1, 10
 CONNECT_TIMEOUT = 10.0  # seconds to reach the server before open() or a call gives up
@@ -171,7 +172,7 @@ _FINISH = {
 _PRUNE_LANES = Statement("DELETE FROM lanes WHERE until < :before")
 
 
-class PostgresStore(SharedStore):
+class PostgresStore(ConsoleViews, SharedStore):
     def __init__(self, url: str) -> None:
         self._url = url
         self._where = _where(url)

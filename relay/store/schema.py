@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from relay.store import replies
 from relay.store.sql import Dialect, Statement, expand
 
 
@@ -146,6 +147,34 @@ MIGRATIONS: tuple[Migration, ...] = (
               AND p.state = 'pending' AND p.id < d.id));
         """
     ),
+    # 5: the operator console (relay/store/views.py): an index for each of its filters, read
+    # newest first, and every delivery attempt (deleted with its delivery, and so with its
+    # event when the event is pruned).
+    Migration(
+        both="""
+        CREATE INDEX events_name ON events (event_name, id);
+        CREATE INDEX events_conversation ON events (conversation, id);
+        CREATE INDEX deliveries_state_event ON deliveries (state, event_id);
+        CREATE INDEX deliveries_destination_event ON deliveries (destination, state, event_id);
+        CREATE INDEX deliveries_dead_recent ON deliveries (id) WHERE state = 'dead';
+        CREATE INDEX deliveries_dead_by_destination ON deliveries (destination, id)
+            WHERE state = 'dead';
+        CREATE INDEX deliveries_sent_at ON deliveries (finished_at) WHERE state = 'sent';
+        CREATE TABLE attempts (
+            id {id},
+            delivery_id {bigint} NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+            at {real} NOT NULL,
+            outcome TEXT NOT NULL CHECK (outcome IN ('sent', 'retry', 'dead')),
+            reason TEXT,
+            detail TEXT,
+            duration {real} NOT NULL
+        );
+        CREATE INDEX attempts_delivery ON attempts (delivery_id, id);
+        """,
+    ),
+    # 6: answers: the relay's messages and topics per conversation and the answers going out
+    # (relay/store/replies.py); a conversation's latest events use migration 5's index.
+    Migration(both=replies.MIGRATION),
 )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -19,13 +20,15 @@ from typing import Any
 from relay.errors import StoreUnavailable
 from relay.store import schema
 from relay.store.base import DUPLICATE_WINDOW, Backlog, Claimed, DeadLetter
+from relay.store.replies import RepliesStore
 from relay.store.sql import Statement, Step, step
+from relay.store.views import attempt_step
 
 PROBE_BYTES = 8192  # about a large event: more than a page, so it needs pages of its own
 PROBE_TIMEOUT = 2.0  # slower than this, a readiness probe had better say "not ready"
 
 
-class SharedStore(ABC):
+class SharedStore(RepliesStore, ABC):
     @abstractmethod
     async def _read(self, statement: Statement, **params: Any) -> list[Sequence[Any]]:
         """The rows of one query (no transaction of its own needed)."""
@@ -84,26 +87,40 @@ class SharedStore(ABC):
     async def save_progress(self, delivery_id: int, progress: int) -> None:
         await self._write(step(schema.SAVE_PROGRESS, id=delivery_id, progress=progress))
 
-    async def mark_sent(self, ids: Sequence[int], now: float) -> None:
+    async def mark_sent(self, ids: Sequence[int], now: float, took: float = 0.0) -> None:
         if ids:
-            await self._write(*self._finish_steps(step(schema.MARK_SENT, ids=list(ids), now=now)))
+            await self._write(
+                *self._finish_steps(step(schema.MARK_SENT, ids=list(ids), now=now)),
+                attempt_step(ids, now, "sent", None, None, took),
+            )
 
     async def retry_later(
-        self, ids: Sequence[int], next_at: float, reason: str, detail: str
+        self,
+        ids: Sequence[int],
+        next_at: float,
+        reason: str,
+        detail: str,
+        now: float | None = None,
+        took: float = 0.0,
     ) -> None:
         if ids:
             where = {"ids": list(ids), "next_at": next_at}
+            at = time.time() if now is None else now
             await self._write(
                 step(schema.RETRY_LATER, reason=reason, detail=detail, **where),
                 step(schema.RETRY_HEADS, **where),
+                attempt_step(ids, at, "retry", reason, detail, took),
             )
 
-    async def bury(self, ids: Sequence[int], now: float, reason: str, detail: str) -> None:
+    async def bury(
+        self, ids: Sequence[int], now: float, reason: str, detail: str, took: float = 0.0
+    ) -> None:
         if ids:
             await self._write(
                 *self._finish_steps(
                     step(schema.BURY, ids=list(ids), now=now, reason=reason, detail=detail)
-                )
+                ),
+                attempt_step(ids, now, "dead", reason, detail, took),
             )
 
     def _finish_steps(self, finish: Step) -> list[Step]:
@@ -171,4 +188,5 @@ class SharedStore(ABC):
         return [
             step(schema.PRUNE_SEEN, before=now - DUPLICATE_WINDOW),
             step(schema.PRUNE_EVENTS, before=now - retention),
+            *self._replies_prune_steps(now),
         ]

@@ -30,6 +30,7 @@ from relay.store.commit import GroupCommit
 from relay.store.lock import ServeLock
 from relay.store.shared import SharedStore
 from relay.store.sql import Dialect, Statement, Step, step
+from relay.store.views import ConsoleViews
 
 T = TypeVar("T")
 
@@ -47,7 +48,7 @@ def sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
 
-class SQLiteStore(SharedStore):
+class SQLiteStore(ConsoleViews, SharedStore):
     def __init__(
         self, path: str | Path, *, synchronous: str = "FULL", exclusive: bool = False
     ) -> None:
