@@ -1,4 +1,5 @@
-"""`python -m bench [ingest|e2e|drain|memory|handler|floor|amplifier|console ...] [--quick]`: run
+"""`python -m bench [ingest|e2e|drain|memory|handler|floor|amplifier|console|backlog ...]
+[--quick]`: run
 benchmarks.
 
 Without names, the four figures of BENCHMARKS.md: ingest, e2e, drain, memory.
@@ -20,7 +21,7 @@ from bench.floor_server import STAGES
 
 NAMES = ("ingest", "e2e", "drain", "memory")
 # Run only when named: not among the four figures.
-EXTRAS = ("handler", "floor", "amplifier", "console")
+EXTRAS = ("handler", "floor", "amplifier", "console", "backlog")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,8 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"benchmarks to run: {', '.join(NAMES)} (default: all of these), handler "
         "(the webhook handler's CPU per request, in process; with --patch), floor "
-        "(how close to the bare handler any durable relay can come on this machine), or "
-        "amplifier (valid webhooks while 1 MiB bodies with a wrong signature are posted)",
+        "(how close to the bare handler any durable relay can come on this machine), "
+        "amplifier (valid webhooks while 1 MiB bodies with a wrong signature are posted), "
+        "console (the operator console's API; see BENCHMARKS.md), or backlog (claims and "
+        "ingest with 1 000 and 100 000 pending; A/B against the store before heads)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="shorter runs and smaller N, for a quick check"
@@ -78,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from bench import amplifier, console, drain, e2e, floor, handler, ingest, memory
+    from bench import amplifier, backlog, console, drain, e2e, floor, handler, ingest, memory
 
     results: dict[str, Any] = {}
     for name in args.names or NAMES:
@@ -106,6 +109,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results[name] = await amplifier.main(quick=args.quick, seconds=args.seconds)
         elif name == "console":
             results[name] = await console.main(quick=args.quick)
+        elif name == "backlog":
+            results[name] = await backlog.main(quick=args.quick)
         elif name == "memory":
             results[name] = await memory.main(quick=args.quick, events=args.events)
         print(f"({name}: {time.monotonic() - started:.0f} s)\n", flush=True)

@@ -365,6 +365,46 @@ async def test_an_ingest_while_the_head_is_finished_is_not_lost(pg_url: str) -> 
         await asyncio.gather(a.close(), b.close())
 
 
+async def heads_are_the_oldest_pending_rows(store: PostgresStore | SQLiteStore) -> None:
+    deliveries = await store._read(_DELIVERIES)
+    firsts: dict[tuple[str, object], tuple[Any, ...]] = {}
+    for d_id, destination, conversation, state, next_at, until, owner in deliveries:
+        if state == "pending":
+            group = (destination, conversation if conversation is not None else d_id)
+            firsts.setdefault(group, (d_id, destination, conversation, next_at, until, owner))
+    assert sorted(tuple(h) for h in await store._read(_HEADS)) == sorted(firsts.values())
+
+
+async def test_a_revive_or_a_burial_while_a_head_is_finished_keeps_heads_right(
+    pg_url: str,
+) -> None:
+    """`relay dead retry` and a removed destination's burial on one instance while another
+    instance's lane finishes the head of the same conversation."""
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    await asyncio.gather(a.open(), b.open())
+    try:
+        for round_ in range(20):
+            where = f"d{round_}"  # revive(None) brings back earlier rounds' rows too
+            for n in range(3):
+                body = b"%d %d" % (round_, n)
+                await a.accept(Incoming(body, "m", "c", (where,), T0))
+            dead, head, _ = await a.claim(where, T0 + 1, 10, 60.0, "A", run=3)
+            await a.bury([dead.id], T0 + 1, "forbidden", "")
+            await asyncio.gather(
+                a.mark_sent([head.id], T0 + 1), b.revive(None if round_ % 2 else [dead.id], T0)
+            )
+            await heads_are_the_oldest_pending_rows(a)
+            (revived,) = await a.claim(where, T0 + 2, 1, 60.0, "A")
+            assert revived.id == dead.id
+            await asyncio.gather(
+                a.mark_sent([revived.id], T0 + 2), b.bury_destination(where, T0 + 2, "gone")
+            )
+            await heads_are_the_oldest_pending_rows(a)
+            assert await a.claim(where, T0 + 3, 10, 60.0, "A") == []
+    finally:
+        await asyncio.gather(a.close(), b.close())
+
+
 # --- upgrades -----------------------------------------------------------------------------------
 
 # Pending, dead and sent rows over conversations, at two destinations, as a version-3

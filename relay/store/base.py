@@ -8,7 +8,8 @@ and record what happened to each (LaneStore); operators and upkeep read and repa
 A delivery row is `pending` until it is `sent` or `dead`. A pending row is due when its
 `next_at` has passed and no lease of the claiming lane holds it; a conversation's row is
 claimable only when no earlier row of that conversation for that destination is still
-pending, which is what keeps each conversation in order. Only the instance holding a
+pending, which is what keeps each conversation in order (those rows, the heads, are kept
+in a table of their own: relay/store/schema.py). Only the instance holding a
 destination's lane claims its rows, so rows leased by an earlier holder (a crashed
 process) are taken back at once.
 """
@@ -108,7 +109,9 @@ class LaneStore(Protocol):
     async def claim(
         self, destination: str, now: float, limit: int, lease: float, owner: str, run: int = 1
     ) -> list[Claimed]:
-        """Lease up to `limit` due rows to `owner`, oldest first, heads of conversations."""
+        """Lease up to `limit` due heads of conversations to `owner`, soonest due first, each
+        with the due rows right behind it (`run` rows in all at most, stopping at one not
+        due); all of them in id order. Costs the same however many rows are pending."""
 
     async def release(self, ids: Sequence[int]) -> None:
         """Give back claimed rows not attempted (shutdown): due again at once."""

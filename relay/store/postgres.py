@@ -142,7 +142,7 @@ _RELEASE_LANE = Statement("DELETE FROM lanes WHERE destination = :destination AN
 # finish the rows, drop their heads and give each conversation its next pending row.
 _LOCK_HEADS = Statement(
     """
-    SELECT delivery_id FROM heads WHERE delivery_id IN ({ids})
+    SELECT delivery_id FROM heads WHERE delivery_id {in_ids}
     ORDER BY destination, conversation FOR UPDATE
     """,
     rows=True,
@@ -152,7 +152,7 @@ _LOCK_HEADS = Statement(
 # the finished rows are left out of "next pending" by id.
 _FINISH_AND_MOVE = """
 WITH finished AS ({finish}), dropped AS (
-    DELETE FROM heads WHERE delivery_id IN ({{ids}}) RETURNING destination, conversation
+    DELETE FROM heads WHERE delivery_id {{in_ids}} RETURNING destination, conversation
 )
 INSERT INTO heads (delivery_id, destination, conversation, next_at, lease_until, lease_owner)
 SELECT n.id, n.destination, n.conversation, n.next_at, n.lease_until, n.lease_owner
@@ -160,8 +160,8 @@ FROM dropped AS c CROSS JOIN LATERAL (
     SELECT p.id, p.destination, p.conversation, p.next_at, p.lease_until, p.lease_owner
     FROM deliveries AS p
     WHERE p.destination = c.destination AND p.conversation = c.conversation
-      AND p.state = 'pending' AND p.id NOT IN ({{ids}})
-    ORDER BY p.id LIMIT 1) AS n
+      AND p.state = 'pending' AND NOT p.id {{in_ids}}
+    ORDER BY p.destination, p.conversation, p.id LIMIT 1) AS n
 """
 _FINISH = {
     finish: Statement(_FINISH_AND_MOVE.format(finish=finish.sql))
@@ -197,6 +197,7 @@ class PostgresStore(ConsoleViews, SharedStore):
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
                 server_settings={"application_name": "oneroute-relay"},
+                reset=_nothing_to_reset,
             )
         except (*_ERRORS, ValueError) as error:  # ValueError: a malformed URL
             raise self._unavailable(error) from error
@@ -295,6 +296,13 @@ class PostgresStore(ConsoleViews, SharedStore):
 
     def _prune_steps(self, now: float, retention: float) -> list[Step]:
         return [*super()._prune_steps(now, retention), step(_PRUNE_LANES, before=now - retention)]
+
+
+async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
+    """How a connection goes back to the pool, beyond asyncpg's own rollback of a
+    transaction left open: nothing. The store leaves no session state (its advisory locks
+    are transaction-scoped; no LISTEN, cursor or SET), so the default reset query (advisory
+    unlock, CLOSE ALL, UNLISTEN, RESET ALL) would be a round trip per call for nothing."""
 
 
 async def _execute(connection: asyncpg.Connection, each: Step) -> Any:

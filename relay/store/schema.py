@@ -122,6 +122,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     # delivery's); a delivery without a conversation is its own head. Kept by the store
     # (shared.py), backfilled here from the pending rows on file. No foreign key: a head
     # names a pending row, which pruning never deletes, and the check would cost every write.
+    # A relay older than this does not keep heads: rolled back onto such a database, what it
+    # stores or finishes leaves them stale for this version (until rebuilt: DELETE FROM heads,
+    # then this migration's INSERT, with no relay running).
     Migration(
         both="""
         CREATE TABLE heads (
@@ -217,7 +220,7 @@ CLAIM_HEADS = Statement(
 LEASE_HEADS = Statement(
     """
     UPDATE heads SET lease_until = :lease_until, lease_owner = :owner
-    WHERE delivery_id IN ({ids})
+    WHERE delivery_id {in_ids}
     """
 )
 
@@ -227,7 +230,7 @@ LEASE_HEADS = Statement(
 CLAIM_RUNS = Statement(
     f"""
     UPDATE deliveries SET lease_until = :lease_until, lease_owner = :owner
-    WHERE id IN ({{ids}}) OR id IN (
+    WHERE id {{in_ids}} OR id IN (
         SELECT id FROM (
             SELECT f.id, max(f.next_at) OVER (PARTITION BY f.conversation ORDER BY f.id)
                 AS due_at
@@ -236,7 +239,7 @@ CLAIM_RUNS = Statement(
                 WHERE d.destination = h.destination AND d.conversation = h.conversation
                   AND d.state = 'pending' AND d.id > h.delivery_id
                 ORDER BY d.id LIMIT :run)
-            WHERE h.delivery_id IN ({{ids}}) AND h.conversation IS NOT NULL)
+            WHERE h.delivery_id {{in_ids}} AND h.conversation IS NOT NULL)
         WHERE due_at <= :now)
     RETURNING {_CLAIMED_COLUMNS}
     """,  # noqa: S608 - constant fragments, no input
@@ -251,7 +254,8 @@ CLAIM = Statement(
         SELECT delivery_id, conversation FROM heads WHERE {_CLAIMABLE}
         ORDER BY next_at, delivery_id LIMIT :limit {{skip_locked}}
     ), leased AS (
-        -- An array, not IN (SELECT ...): a semi-join here would scan every head.
+        -- Arrays, not IN (SELECT ...), here and below: with the statistics of a table
+        -- that just grew (a burst), a semi-join may scan every row.
         UPDATE heads SET lease_until = :lease_until, lease_owner = :owner
         WHERE delivery_id = ANY(ARRAY(SELECT delivery_id FROM picked))
     ), behind AS (
@@ -260,13 +264,13 @@ CLAIM = Statement(
                 SELECT d.id, d.next_at FROM deliveries AS d
                 WHERE d.destination = :destination AND d.conversation = p.conversation
                   AND d.state = 'pending' AND d.id > p.delivery_id
-                ORDER BY d.id LIMIT :run) AS n
+                ORDER BY d.conversation, d.id LIMIT :run) AS n
         ) AS f
         WHERE f.due_at <= :now
     )
     UPDATE deliveries SET lease_until = :lease_until, lease_owner = :owner
     WHERE state = 'pending'
-      AND id IN (SELECT delivery_id FROM picked UNION ALL SELECT id FROM behind)
+      AND id = ANY(ARRAY(SELECT delivery_id FROM picked UNION ALL SELECT id FROM behind))
     RETURNING {_CLAIMED_COLUMNS}
     """,  # noqa: S608 - constant fragments, no input
     rows=True,
@@ -284,10 +288,10 @@ NEXT_DUE = Statement(
 )
 
 RELEASE = Statement(
-    "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE id IN ({ids})"
+    "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE id {in_ids}"
 )
 RELEASE_HEADS = Statement(
-    "UPDATE heads SET lease_until = NULL, lease_owner = NULL WHERE delivery_id IN ({ids})"
+    "UPDATE heads SET lease_until = NULL, lease_owner = NULL WHERE delivery_id {in_ids}"
 )
 
 SAVE_PROGRESS = Statement("UPDATE deliveries SET progress = :progress WHERE id = :id")
@@ -296,7 +300,7 @@ MARK_SENT = Statement(
     """
     UPDATE deliveries SET state = 'sent', finished_at = :now, lease_until = NULL,
         lease_owner = NULL
-    WHERE id IN ({ids})
+    WHERE id {in_ids}
     """
 )
 
@@ -304,7 +308,7 @@ BURY = Statement(
     """
     UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished_at = :now,
         reason = :reason, detail = :detail, lease_until = NULL, lease_owner = NULL
-    WHERE id IN ({ids})
+    WHERE id {in_ids}
     """
 )
 
@@ -312,20 +316,20 @@ RETRY_LATER = Statement(
     """
     UPDATE deliveries SET attempts = attempts + 1, next_at = :next_at, reason = :reason,
         detail = :detail, lease_until = NULL, lease_owner = NULL
-    WHERE id IN ({ids})
+    WHERE id {in_ids}
     """
 )
 RETRY_HEADS = Statement(
     """
     UPDATE heads SET next_at = :next_at, lease_until = NULL, lease_owner = NULL
-    WHERE delivery_id IN ({ids})
+    WHERE delivery_id {in_ids}
     """
 )
 
 # After MARK_SENT or BURY (SQLite): the finished rows are no longer heads, and each of their
 # conversations left without one gets its next pending row (deliveries_order: one index
 # lookup each). PostgreSQL does the same in one statement (relay/store/postgres.py).
-DROP_HEADS = Statement("DELETE FROM heads WHERE delivery_id IN ({ids})")
+DROP_HEADS = Statement("DELETE FROM heads WHERE delivery_id {in_ids}")
 NEXT_HEADS = Statement(
     f"""
     INSERT INTO heads ({_HEAD_COLUMNS})
@@ -337,7 +341,7 @@ NEXT_HEADS = Statement(
                   AND p.state = 'pending'
                 ORDER BY p.id LIMIT 1)
         FROM (SELECT DISTINCT destination, conversation FROM deliveries
-              WHERE id IN ({{ids}}) AND conversation IS NOT NULL) AS c
+              WHERE id {{in_ids}} AND conversation IS NOT NULL) AS c
         WHERE NOT EXISTS (
             SELECT 1 FROM heads AS h
             WHERE h.destination = c.destination AND h.conversation = c.conversation))
@@ -383,41 +387,47 @@ DEAD_LETTERS = Statement(
 
 DEAD_COUNT = Statement("SELECT count(*) FROM deliveries WHERE state = 'dead'", rows=True)
 
-_REVIVE = """
-UPDATE deliveries SET state = 'pending', next_at = :now, attempts = 0, retry_from = :now,
-    finished_at = NULL
-WHERE state = 'dead'
-"""
-REVIVE_ALL = Statement(_REVIVE)
-REVIVE = Statement(_REVIVE + " AND id IN ({ids})")
+DEAD_IDS = Statement("SELECT id FROM deliveries WHERE state = 'dead' ORDER BY id", rows=True)
 
-# Before REVIVE(_ALL): the oldest row to revive of each conversation (every one without a
-# conversation) becomes its head unless an older row is pending there already.
-_REVIVE_HEADS = (
+REVIVE = Statement(
+    """
+    UPDATE deliveries SET state = 'pending', next_at = :now, attempts = 0, retry_from = :now,
+        finished_at = NULL
+    WHERE state = 'dead' AND id {in_ids}
+    """
+)
+
+# After REVIVE, in a fresh snapshot (on PostgreSQL: one that sees what an outcome holding a
+# head committed meanwhile): the oldest revived row of each conversation (every one without
+# a conversation) becomes its head unless an older row is pending there already.
+REVIVE_HEADS = Statement(
     f"""
-INSERT INTO heads ({_HEAD_COLUMNS})
-SELECT d.id, d.destination, d.conversation, :now, d.lease_until, d.lease_owner
-FROM deliveries AS d
-WHERE d.id IN (
-    SELECT min(id) FROM deliveries WHERE state = 'dead' AND conversation IS NOT NULL {{only}}
-    GROUP BY destination, conversation
-    UNION ALL
-    SELECT id FROM deliveries WHERE state = 'dead' AND conversation IS NULL {{only}})
-ORDER BY d.destination, d.conversation
-"""  # noqa: S608 - constant fragments, no input
+    INSERT INTO heads ({_HEAD_COLUMNS})
+    SELECT d.id, d.destination, d.conversation, d.next_at, d.lease_until, d.lease_owner
+    FROM deliveries AS d
+    WHERE d.id IN (
+        SELECT min(id) FROM deliveries
+        WHERE id {{in_ids}} AND state = 'pending' AND conversation IS NOT NULL
+        GROUP BY destination, conversation
+        UNION ALL
+        SELECT id FROM deliveries
+        WHERE id {{in_ids}} AND state = 'pending' AND conversation IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM heads AS h WHERE h.delivery_id = d.id)
+    ORDER BY d.destination, d.conversation
+    """  # noqa: S608 - constant fragments, no input
     + HEAD_UPSERT_TAIL
 )
-REVIVE_ALL_HEADS = Statement(_REVIVE_HEADS.format(only=""))
-REVIVE_HEADS = Statement(_REVIVE_HEADS.format(only="AND id IN ({ids})"))
 
-# Before BURY_DESTINATION: its heads go (locked in order, as everywhere).
-DROP_DESTINATION_HEADS = Statement(
+# BURY_DESTINATION between these two: first its heads are locked, in order as everywhere;
+# last they go, in a fresh snapshot that sees any head an outcome moved meanwhile.
+LOCK_DESTINATION_HEADS = Statement(
     """
-    DELETE FROM heads WHERE delivery_id IN (
-        SELECT delivery_id FROM heads WHERE destination = :destination
-        ORDER BY conversation {lock})
-    """
+    SELECT delivery_id FROM heads WHERE destination = :destination
+    ORDER BY conversation {lock}
+    """,
+    rows=True,
 )
+DROP_DESTINATION_HEADS = Statement("DELETE FROM heads WHERE destination = :destination")
 
 BURY_DESTINATION = Statement(
     """

@@ -157,23 +157,21 @@ class SharedStore(RepliesStore, ABC):
         return int(count)
 
     async def revive(self, ids: Sequence[int] | None, now: float) -> int:
-        # Heads first: on PostgreSQL that locks the conversations' heads before their rows
-        # change (schema.py, "lanes").
-        if ids is None:
-            _, count = await self._write(
-                step(schema.REVIVE_ALL_HEADS, now=now), step(schema.REVIVE_ALL, now=now)
-            )
-        else:
-            _, count = await self._write(
-                step(schema.REVIVE_HEADS, now=now, ids=list(ids)),
-                step(schema.REVIVE, now=now, ids=list(ids)),
-            )
+        if ids is None:  # every row dead now; one buried meanwhile waits for the next time
+            ids = [dead for (dead,) in await self._read(schema.DEAD_IDS)]
+        if not ids:
+            return 0
+        count, _ = await self._write(
+            step(schema.REVIVE, now=now, ids=list(ids)), step(schema.REVIVE_HEADS, ids=list(ids))
+        )
         return int(count)
 
     async def bury_destination(self, destination: str, now: float, reason: str) -> int:
-        _, count = await self._write(
-            step(schema.DROP_DESTINATION_HEADS, destination=destination),
-            step(schema.BURY_DESTINATION, destination=destination, now=now, reason=reason),
+        where = {"destination": destination}
+        _, count, _ = await self._write(
+            step(schema.LOCK_DESTINATION_HEADS, **where),
+            step(schema.BURY_DESTINATION, now=now, reason=reason, **where),
+            step(schema.DROP_DESTINATION_HEADS, **where),
         )
         return int(count)
 
