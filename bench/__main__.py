@@ -1,4 +1,4 @@
-"""`python -m bench [ingest|e2e|drain|memory|handler|floor|amplifier ...] [--quick]`: run
+"""`python -m bench [ingest|e2e|drain|memory|handler|floor|amplifier|console ...] [--quick]`: run
 benchmarks.
 
 Without names, the four figures of BENCHMARKS.md: ingest, e2e, drain, memory.
@@ -19,7 +19,8 @@ from bench.common import machine
 from bench.floor_server import STAGES
 
 NAMES = ("ingest", "e2e", "drain", "memory")
-EXTRAS = ("handler", "floor", "amplifier")  # run only when named: not among the four figures
+# Run only when named: not among the four figures.
+EXTRAS = ("handler", "floor", "amplifier", "console")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from bench import amplifier, drain, e2e, floor, handler, ingest, memory
+    from bench import amplifier, console, drain, e2e, floor, handler, ingest, memory
 
     results: dict[str, Any] = {}
     for name in args.names or NAMES:
@@ -103,6 +104,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )  # fmt: skip
         elif name == "amplifier":
             results[name] = await amplifier.main(quick=args.quick, seconds=args.seconds)
+        elif name == "console":
+            results[name] = await console.main(quick=args.quick)
         elif name == "memory":
             results[name] = await memory.main(quick=args.quick, events=args.events)
         print(f"({name}: {time.monotonic() - started:.0f} s)\n", flush=True)

@@ -18,8 +18,8 @@ relay cannot exceed without giving up durability or the duplicate check.
 
 Then, in the same round, the relay itself as `bench ingest` runs it (asyncio's loop, one
 Slack destination paced at 1/s), and with each --patch (e.g. `src=DIR`, another checkout's
-relay: an A/B). The table ends with the three ratios: relay/bare, floor/bare (the best
-durable floor) and relay/floor, whose target is RELAY_TARGET.
+relay: an A/B). The table ends with the three ratios: relay / bare, floor / bare (the best
+durable floor) and relay / floor, whose target is RELAY_TARGET.
 
     python -m bench floor [--quick] [--seconds S] [--loadgen wrk|python] [--stage NAME]
         [--patch NAME[+NAME]]
@@ -200,8 +200,8 @@ def summarise(
         figures["ratio_to_floor"] = figures["rps"] / floor["rps"]
         figures["cpu_to_floor"] = figures["cpu_us_per_request"] / floor["cpu_us_per_request"]
         text += (
-            f"\n{name}: relay/bare {figures['ratio_to_bare']:.2f}x, floor/bare "
-            f"{floor['ratio_to_bare']:.2f}x, relay/floor {figures['ratio_to_floor']:.2f}x "
+            f"\n{name}: relay / bare {figures['ratio_to_bare']:.2f}x, floor / bare "
+            f"{floor['ratio_to_bare']:.2f}x, relay / floor {figures['ratio_to_floor']:.2f}x "
             f"(target >= {RELAY_TARGET}x); CPU {figures['cpu_us_per_request']:.0f} us/req, "
             f"{figures['cpu_to_floor']:.2f}x the floor's {floor['cpu_us_per_request']:.0f}"
         )

@@ -81,6 +81,12 @@ def _banner(config: Config, file: str) -> str:
         f"oneroute-relay {__version__}: POST http://{server.host}:{server.port}{server.path}"
         f" (config {file}, storage {_safe_storage(config.storage)})"
     ]
+    admin = config.admin
+    host = f"[{admin.host}]" if ":" in admin.host else admin.host
+    lines.append(
+        f"  operator console: http://{host}:{admin.port}/"
+        + (" (token required)" if admin.token is not None else "")
+    )
     for name, destination in config.destinations.items():
         state = "on" if destination.enabled else "off (enabled is false or empty)"
         lines.append(f"  destination {name} ({destination.type}): {state}")

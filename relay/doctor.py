@@ -12,9 +12,12 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from relay.answers.doctor import check_replies
 from relay.config.model import Config, Destination
 from relay.destinations import integration_for
 from relay.integrations.base import Finding, Status
+from relay.integrations.slack.config import SlackDestination
+from relay.integrations.telegram.config import TelegramDestination
 from relay.redact import Redactor
 
 LABELS: dict[Status, str] = {"ok": "ok", "broken": "BROKEN", "off": "off", "unchecked": "unchecked"}
@@ -38,8 +41,9 @@ async def diagnose(
 ) -> list[Diagnosis]:
     """Check every destination (concurrently); the verdicts come back in config order."""
     redact = Redactor(*config.secrets())
+    key = config.oneroute.api_key is not None
     checks = [
-        _diagnose_one(name, destination, send_test, timeout, redact)
+        _diagnose_one(name, destination, send_test, timeout, redact, key)
         for name, destination in config.destinations.items()
     ]
     return list(await asyncio.gather(*checks))
@@ -71,7 +75,12 @@ def _summary(diagnoses: Sequence[Diagnosis]) -> str:
 
 
 async def _diagnose_one(
-    name: str, destination: Destination, send_test: bool, per_call: float, redact: Redactor
+    name: str,
+    destination: Destination,
+    send_test: bool,
+    per_call: float,
+    redact: Redactor,
+    api_key_set: bool = False,
 ) -> Diagnosis:
     if not destination.enabled:
         return Diagnosis(name, destination.type, "off", "enabled is false or empty: skipped")
@@ -79,6 +88,10 @@ async def _diagnose_one(
     try:
         integration = integration_for(destination)
         status, message = await integration.diagnose(name, destination, send_test, per_call)
+        if status == "ok" and getattr(destination, "replies", None) is not None:
+            assert isinstance(destination, SlackDestination | TelegramDestination)
+            status, said = await check_replies(destination, api_key_set, per_call)
+            message = f"{message}; {said}" if status == "ok" else said
     except Finding as finding:
         status, message = finding.status, finding.message
     except Exception as exc:  # a doctor reports; it never ends in a traceback

@@ -160,6 +160,8 @@ class Reason(StrEnum):
     TOPIC_NOT_FOUND = "topic_not_found"
     CHAT_MIGRATED = "chat_migrated"  # a group became a supergroup and following it failed
     BAD_REQUEST = "bad_request"  # the platform refused this message
+    NO_API_KEY = "no_api_key"  # an answer, but no oneroute.api_key to send it with
+    NO_NUMBER = "no_number"  # an answer, but no business or customer number in the events
 
     # The lane's own verdicts.
     RENDER_ERROR = "render_error"  # the event could not be rendered at all

@@ -296,6 +296,7 @@ class Lane:
         first = rows[0]
         thread = await self._thread_parent(first)
         start = first.progress if len(rows) == 1 else 0
+        began = time.perf_counter()  # how long the attempt took, for its history
         for part in range(start, len(messages)):
             if part > start:
                 await self.pacer.wait(self.courier.limits)
@@ -305,19 +306,21 @@ class Lane:
                 self.pacer.sent(self.courier.limits)
             if isinstance(outcome, Sent):
                 thread = await self._remember_parent(first, thread, outcome.ref)
+                await self._remember_sent(rows, outcome.ref)
                 if part + 1 < len(messages):
                     await self.store.save_progress(first.id, part + 1)
                 continue
+            took = time.perf_counter() - began
             if isinstance(outcome, RetryLater):
-                await self._retry_later(rows, outcome)
+                await self._retry_later(rows, outcome, took=took)
             else:
-                await self._bury(rows, outcome)
+                await self._bury(rows, outcome, took=took)
             return
-        await self._sent(rows, len(messages))
+        await self._sent(rows, len(messages), time.perf_counter() - began)
 
-    async def _sent(self, rows: list[Claimed], parts: int) -> None:
+    async def _sent(self, rows: list[Claimed], parts: int, took: float = 0.0) -> None:
         now = self.clock()
-        await self.store.mark_sent([row.id for row in rows], now)
+        await self.store.mark_sent([row.id for row in rows], now, took=took)
         self.metrics.messages.labels(self.destination).inc(parts)
         sent = self.metrics.deliveries.labels(self.destination, "sent", "")
         latency = self.metrics.delivery_latency.labels(self.destination)
@@ -346,8 +349,24 @@ class Lane:
         self._parents[row.conversation] = parent
         return parent
 
+    async def _remember_sent(self, rows: list[Claimed], ref: str | None) -> None:
+        """A reply to this message is an answer in its conversation (when the destination
+        takes replies, and the message carries one conversation only)."""
+        remember = getattr(self.courier, "remember", None)  # tests' couriers may lack it
+        conversations = {row.conversation for row in rows}
+        if remember is None or ref is None or len(conversations) != 1 or None in conversations:
+            return
+        try:
+            await remember(ref, rows[0].conversation or "")
+        except Exception as error:  # the message is out: record it as sent all the same
+            log.warning(
+                "could not remember a sent message (a reply to it is not an answer): %s",
+                error,
+                extra=self._fields(rows[0]),
+            )
+
     async def _retry_later(
-        self, rows: list[Claimed], outcome: RetryLater, logged: bool = False
+        self, rows: list[Claimed], outcome: RetryLater, logged: bool = False, took: float = 0.0
     ) -> None:
         """Retry every row of the message together (backoff, or the server's Retry-After,
         capped at MAX_PAUSE), or dead-letter them once the oldest's window has passed."""
@@ -368,10 +387,13 @@ class Lane:
                     f"still failing after {attempts + 1} attempts "
                     f"over {hours:g} h; last: {outcome.reason}: {outcome.detail}",
                 ),
+                took=took,
             )
             return
         ids = [row.id for row in rows]
-        await self.store.retry_later(ids, now + delay, outcome.reason, outcome.detail)
+        await self.store.retry_later(
+            ids, now + delay, outcome.reason, outcome.detail, now=now, took=took
+        )
         self.metrics.deliveries.labels(self.destination, "retried", outcome.reason).inc(len(rows))
         if not logged:
             for row in rows:
@@ -382,10 +404,10 @@ class Lane:
                     extra=self._fields(row, reason=outcome.reason),
                 )
 
-    async def _bury(self, rows: list[Claimed], outcome: Failure) -> None:
+    async def _bury(self, rows: list[Claimed], outcome: Failure, took: float = 0.0) -> None:
         outcome = outcome.masked(self.redact)
         await self.store.bury(
-            [row.id for row in rows], self.clock(), outcome.reason, outcome.detail
+            [row.id for row in rows], self.clock(), outcome.reason, outcome.detail, took=took
         )
         self.metrics.deliveries.labels(self.destination, "dead", outcome.reason).inc(len(rows))
         for row in rows:
@@ -394,6 +416,12 @@ class Lane:
                 outcome.detail or outcome.reason,
                 extra=self._fields(row, reason=outcome.reason),
             )
+        gave_up = getattr(self.courier, "gave_up", None)  # tests' couriers may lack it
+        if gave_up is not None and outcome.reason == Reason.GAVE_UP:
+            try:
+                await gave_up([row.body for row in rows], outcome)
+            except Exception:  # a courtesy (an answer's feedback): never stops the lane
+                log.exception("could not report giving up", extra=self._fields(rows[0]))
 
     def _fields(self, row: Claimed, **more: Any) -> dict[str, Any]:
         return fields(

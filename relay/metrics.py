@@ -41,6 +41,13 @@ class Metrics:
             ["destination", "outcome", "reason"],
             registry=r,
         )
+        self.replies = Counter(
+            "relay_replies",
+            "Answers from Slack and Telegram sent to OneRoute, by destination and outcome "
+            "(sent, retried, dead), with the reason.",
+            ["destination", "outcome", "reason"],
+            registry=r,
+        )
         self.messages = Counter(
             "relay_messages_sent",
             "Messages posted: one carries several events when the relay coalesces, and a long "

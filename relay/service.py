@@ -17,20 +17,27 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from relay.answers.echo import EchoFilter
+from relay.answers.intake import AnswerIntake, answer_lane
+from relay.answers.wiring import Answering, answer_couriers, answer_lanes, answering
 from relay.config.load import load_config
 from relay.config.model import Config
+from relay.console.api import Source as ConsoleSource
+from relay.console.app import build_console, start_console
 from relay.destinations import build_courier
 from relay.errors import ConfigError, ConfigIssue, Reason, StoreUnavailable, TemplateError
 from relay.ingest.listen import listen
 from relay.ingest.server import Gate, Ingest, build_app
 from relay.integrations.base import BuildContext, Courier
+from relay.integrations.telegram.config import TelegramDestination
+from relay.integrations.telegram.topics import with_topics
 from relay.lanes import Lane, LaneSettings
 from relay.logs import fields
 from relay.metrics import Metrics
@@ -57,7 +64,11 @@ class Plan:
     def signature(self, name: str) -> tuple[Any, ...]:
         """What a lane depends on: a change means it is rebuilt on reload."""
         courier = self.couriers[name]
-        return (self.config.destinations[name], self.config.delivery, courier.fingerprint)
+        destination = self.config.destinations.get(name)
+        if destination is None:  # an answer lane: its destination and OneRoute's API
+            answers = name.partition(":")[2]
+            return (self.config.destinations[answers], self.config.oneroute, self.config.delivery)
+        return (destination, self.config.delivery, courier.fingerprint)
 
 
 class Relay:
@@ -81,7 +92,9 @@ class Relay:
         self.owner = uuid.uuid4().hex[:12]
         self.pacer = Pacer()
         self.lanes: dict[str, Lane] = {}
-        self.ingest = Ingest(Gate.from_config(config), self.store, self._wake, metrics=self.metrics)
+        echo = EchoFilter(self.store, enabled=lambda: bool(answering(self.config)))
+        self.ingest = Ingest(Gate.from_config(config), echo, self._wake, metrics=self.metrics)
+        self.answering = Answering(AnswerIntake(self.store, self._wake))
         self._signatures: dict[str, tuple[Any, ...]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._reloading = asyncio.Lock()
@@ -99,6 +112,7 @@ class Relay:
         await self._bury_orphans(self.config)
         for name, courier in plan.couriers.items():
             self._start_lane(name, courier, plan)
+        await self.answering.start(self.config)
         self._tasks.append(asyncio.create_task(self._prune_forever(), name="relay-prune"))
         self._tasks.append(asyncio.create_task(self._supervise(), name="relay-supervisor"))
 
@@ -108,6 +122,7 @@ class Relay:
             if self._stopped:
                 return
             self._stopped = True
+            await self.answering.close()  # no more answers taken in; lanes finish sends
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(
@@ -125,14 +140,31 @@ class Relay:
             [
                 web.get("/readyz", self.readyz),
                 web.get("/metrics", self.serve_metrics),
+                web.post("/slack/events", self.answering.slack_events),
             ],
         )
+
+    def console_source(self) -> ConsoleSource:
+        """What the operator console reads (relay/console/): the config and lanes in force."""
+        return ConsoleSource(
+            self.store,
+            self.redactor,
+            config=lambda: self.config,
+            lanes=lambda: self.lanes,
+            wake=self._wake,
+            base=self.config_file.parent,
+        )
+
+    def console_app(self) -> web.Application:
+        token = self.config.admin.token
+        return build_console(self.console_source(), token and token.get_secret_value())
 
     # --- lanes --------------------------------------------------------------------------------
 
     @staticmethod
     def _enabled(config: Config) -> list[str]:
-        return [name for name, d in config.destinations.items() if d.enabled]
+        """The lanes a config runs: its enabled destinations, and their answer lanes."""
+        return [name for name, d in config.destinations.items() if d.enabled] + answer_lanes(config)
 
     def _plan(self, config: Config) -> Plan:
         """Build every enabled destination's courier; raises ConfigError naming what failed."""
@@ -141,14 +173,29 @@ class Relay:
         )
         couriers: dict[str, Courier[Any]] = {}
         problems: list[ConfigIssue] = []
-        for name in self._enabled(config):
+        takes_replies = answering(config)
+        for name, destination in config.destinations.items():
+            if not destination.enabled:
+                continue
             try:
-                couriers[name] = build_courier(name, config.destinations[name], context)
+                couriers[name] = build_courier(name, destination, context)
             except (OSError, TemplateError) as error:  # the file changed since it was checked
                 problems.append(ConfigIssue(("destinations", name), f"template: {error}"))
+                continue
+            if isinstance(destination, TelegramDestination) and destination.topic_per_conversation:
+                couriers[name] = with_topics(couriers[name], self.store, name)
+            if name in takes_replies:
+                couriers[name].remember = self._remembering(name)
         if problems:
             raise ConfigError(str(self.config_file), tuple(problems))
+        couriers.update(answer_couriers(config, self.store, self.metrics, config.delivery.timeout))
         return Plan(config, couriers)
+
+    def _remembering(self, destination: str) -> Callable[[str, str], Awaitable[None]]:
+        async def remember(ref: str, conversation: str) -> None:
+            await self.store.remember_sent(destination, ref, conversation, time.time())
+
+        return remember
 
     def _start_lane(self, name: str, courier: Courier[Any], plan: Plan) -> None:
         delivery = plan.config.delivery
@@ -198,7 +245,7 @@ class Relay:
                 continue
             reason = (
                 Reason.DESTINATION_DISABLED
-                if backlog.destination in config.destinations
+                if backlog.destination.removeprefix(answer_lane("")) in config.destinations
                 else Reason.DESTINATION_REMOVED
             )
             count = await self.store.bury_destination(backlog.destination, time.time(), reason)
@@ -236,6 +283,7 @@ class Relay:
         await asyncio.gather(*(self.lanes.pop(name).stop(STOP_TIMEOUT) for name in changed))
         self.config = config
         self.ingest.gate = Gate.from_config(config)
+        await self.answering.reload(config)
         await self._bury_orphans(config)
         for name, courier in plan.couriers.items():
             if name in self.lanes:
@@ -372,6 +420,7 @@ async def serve(
         )
         await relay.stop()
         return 1
+    console = await start_console(relay.console_source(), config.admin)
     if banner:
         print(banner, flush=True)
     stop = asyncio.Event()
@@ -393,6 +442,11 @@ async def serve(
         await listener.close()  # intake stops first; requests mid-write are answered
     except Exception:
         log.exception("could not stop the HTTP server cleanly")
+    if console is not None:
+        try:
+            await console.close()
+        except Exception:
+            log.exception("could not stop the operator console cleanly")
     await relay.stop()
     if watcher is not None:  # after stop(): a reload it started has finished
         watcher.cancel()

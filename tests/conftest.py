@@ -13,8 +13,9 @@ from relay.store.sqlite import SQLiteStore
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
 
-# pg_database, pg_url, pg_empty_url: a real PostgreSQL database on 127.0.0.1:5432.
-pytest_plugins = ["tests.pg"]
+# pg_database, pg_url, pg_empty_url: a real PostgreSQL database on 127.0.0.1:5432;
+# browser: a headless Chromium (the console's browser tests).
+pytest_plugins = ["tests.pg", "tests.browser"]
 
 
 @pytest.fixture

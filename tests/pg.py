@@ -35,7 +35,19 @@ import pytest
 
 SERVER_ENV = "RELAY_TEST_POSTGRES"
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
-RELAY_TABLES = ("deliveries", "events", "seen", "threads", "lanes", "write_probe")
+RELAY_TABLES = (
+    "heads",
+    "attempts",
+    "deliveries",
+    "events",
+    "seen",
+    "threads",
+    "lanes",
+    "write_probe",
+    "sent_messages",
+    "topics",
+    "answers_out",
+)
 CONNECT_TIMEOUT = 5.0
 
 T = TypeVar("T")

@@ -245,3 +245,26 @@ async def test_ids_are_never_reused_after_pruning(store: Store) -> None:
     assert new_row.id > row.id  # `relay dead retry ID` never names another delivery
     again = await store.accept(incoming(b"old", conversation=None, at=T0 + 7200))
     assert again.duplicate and again.event_id == old.event_id
+
+
+# --- runs behind heads ----------------------------------------------------------------------------
+
+
+async def test_a_run_takes_the_due_rows_right_behind_each_head_in_order(store: Store) -> None:
+    accepted = [await store.accept(incoming(b"%d" % n, conversation="A")) for n in range(5)]
+    await store.accept(incoming(b"b", conversation="B"))
+    rows = await store.claim("a", T0 + 1, 10, 60.0, "me", run=3)
+    assert [r.body for r in rows] == [b"0", b"1", b"2", b"b"]
+    assert rows[0].event_id == accepted[0].event_id
+    await store.mark_sent([rows[3].id], T0 + 1)
+    # The second row of A waits for its retry: the head goes alone, the rows after it wait
+    # too (taking them would overtake the one in between).
+    await store.retry_later([rows[1].id], T0 + 100, "timeout", "")
+    await store.release([rows[0].id, rows[2].id])
+    again = await store.claim("a", T0 + 2, 10, 60.0, "me", run=5)
+    assert [r.body for r in again] == [b"0"]
+    await store.mark_sent([again[0].id], T0 + 2)
+    assert await claim_ids(store, now=T0 + 3) == []  # A's head waits for its retry
+    assert await store.next_due("a", "me") == T0 + 100
+    late = await store.claim("a", T0 + 100, 10, 60.0, "me", run=5)
+    assert [r.body for r in late] == [b"1", b"2", b"3", b"4"]

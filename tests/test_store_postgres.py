@@ -201,8 +201,9 @@ async def test_claimers_skip_rows_another_claimer_holds_and_keep_conversation_or
         transaction = other.transaction()
         await transaction.start()
         await other.execute(
-            "SELECT 1 FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
-            " WHERE e.body IN ('c1', 'n1') FOR UPDATE OF d"
+            "SELECT 1 FROM heads AS h JOIN deliveries AS d ON d.id = h.delivery_id"
+            " JOIN events AS e ON e.id = d.event_id"
+            " WHERE e.body IN ('c1', 'n1') FOR UPDATE OF h"
         )
         claimed = await asyncio.wait_for(b.claim("a", T0 + 1, 10, 60.0, "B"), 5)
         # n1 is skipped, not waited for; c2 stays behind its locked head c1.

@@ -11,11 +11,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
 
 from relay.config.durations import Duration
 from relay.config.storage import PATTERN, check_storage_url, storage_passwords
-from relay.config.types import SECRET, IPNetwork, Secret, Strict
+from relay.config.types import (
+    SECRET,
+    HttpUrl,
+    IPNetwork,
+    OptionalSecret,
+    Secret,
+    Strict,
+    is_loopback,
+)
 from relay.integrations.console.config import ConsoleDestination
 from relay.integrations.slack.config import SlackDestination
 from relay.integrations.telegram.config import TelegramDestination
@@ -64,9 +79,47 @@ class Server(Strict):
     path: str = Field("/webhooks/oneroute", pattern=r"^/\S*$")
 
 
+class Admin(Strict):
+    """The operator console's own listener (relay/console/), apart from the public port."""
+
+    host: str = Field("127.0.0.1", description="default 127.0.0.1 (this machine only)")
+    port: int = Field(8081, ge=1, le=65535)
+    token: OptionalSecret = Field(
+        None,
+        description="every console request needs `Authorization: Bearer <token>`; required "
+        "unless host is a loopback address",
+    )
+
+    @model_validator(mode="after")
+    def _token_off_this_machine(self) -> Admin:
+        # The console can retry dead letters and shows customers' messages: reachable from
+        # other machines, it must ask who is there.
+        if self.token is None and not is_loopback(self.host):
+            raise ValueError(
+                f"host {self.host!r} is reachable from other machines, so the console needs "
+                'a token: set admin.token: "${RELAY_ADMIN_TOKEN}" (a long random string), '
+                "or keep admin.host on 127.0.0.1"
+            )
+        return self
+
+
 def _drop_empty(values: Any) -> Any:
     # `["${NEW_SECRET}", "${OLD_SECRET:-}"]`: an unset rotation slot is simply not there.
     return [v for v in values if v not in ("", None)] if isinstance(values, list) else values
+
+
+ONEROUTE_API_URL = "https://api.oneroute.io"
+
+
+class ReplyNumbers(Strict):
+    """Where an answer's numbers are in the conversation's latest event (dotted paths)."""
+
+    business: str = Field(
+        "conversation.Channel.phone", description="the channel's number: the answer's sender"
+    )
+    customer: str = Field(
+        "conversation.customer.phone", description="the customer's number: the answer's receiver"
+    )
 
 
 class OneRoute(Strict):
@@ -79,6 +132,11 @@ class OneRoute(Strict):
     trusted_proxies: list[IPNetwork] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed"
     )
+    api_key: OptionalSecret = Field(
+        None, description="OneRoute's API key: answers from Slack and Telegram reach customers"
+    )
+    api_url: HttpUrl = Field(ONEROUTE_API_URL, description="OneRoute's API")
+    reply_numbers: ReplyNumbers = ReplyNumbers()
 
 
 StorageURL = Annotated[str, SECRET, AfterValidator(check_storage_url)]
@@ -113,6 +171,7 @@ class Delivery(Strict):
 
 class Config(Strict):
     server: Server = Server()
+    admin: Admin = Admin()
     oneroute: OneRoute
     storage: StorageURL = Field(DEFAULT_STORAGE, json_schema_extra={"pattern": PATTERN})
     destinations: dict[str, Destination] = Field(default_factory=dict)
@@ -125,6 +184,10 @@ class Config(Strict):
     def secrets(self) -> list[str]:
         """Every secret in the config, for redaction."""
         found = [secret.get_secret_value() for secret in self.oneroute.secrets]
+        if self.admin.token is not None:
+            found.append(self.admin.token.get_secret_value())
+        if self.oneroute.api_key is not None:
+            found.append(self.oneroute.api_key.get_secret_value())
         for destination in self.destinations.values():
             found += destination.secrets()
         return found + storage_passwords(self.storage)  # postgresql://user:PASSWORD@host/db

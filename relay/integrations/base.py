@@ -17,7 +17,7 @@ None for the first message and destinations without threads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
@@ -65,6 +65,12 @@ class Courier(Generic[M]):
     threads: bool = False
     joiner: Joiner[M] | None = None
     fingerprint: str = ""  # what the courier was built from, beyond the config (templates)
+    # Told (ref, conversation) of every message sent for one conversation, when replies to
+    # it are answers (relay/answers/intake.py); None: nothing is remembered.
+    remember: Callable[[str, str], Awaitable[None]] | None = None
+    # Told the bodies of rows the lane gave up on after `give_up_after` (it sends nothing
+    # then): where an answer was written, the people hear of it (relay/answers/send.py).
+    gave_up: Callable[[Sequence[bytes], Any], Awaitable[None]] | None = None
 
     async def send(self, message: M, thread: str | None) -> Outcome:
         return await self.sender.send(message, thread)

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from relay.store.views import ConsoleStore
+
 DUPLICATE_WINDOW = 24 * 3600.0  # the same body within this window is not stored twice
 
 
@@ -114,11 +116,21 @@ class LaneStore(Protocol):
     async def save_progress(self, delivery_id: int, progress: int) -> None:
         """Record how many messages of the row's rendering were sent."""
 
-    async def mark_sent(self, ids: Sequence[int], now: float) -> None: ...
+    # Each outcome also records an attempt of every row (the console's history): when (`now`;
+    # retry_later's defaults to the wall clock), and how long the send `took`.
+    async def mark_sent(self, ids: Sequence[int], now: float, took: float = 0.0) -> None: ...
     async def retry_later(
-        self, ids: Sequence[int], next_at: float, reason: str, detail: str
+        self,
+        ids: Sequence[int],
+        next_at: float,
+        reason: str,
+        detail: str,
+        now: float | None = None,
+        took: float = 0.0,
     ) -> None: ...
-    async def bury(self, ids: Sequence[int], now: float, reason: str, detail: str) -> None:
+    async def bury(
+        self, ids: Sequence[int], now: float, reason: str, detail: str, took: float = 0.0
+    ) -> None:
         """Dead-letter the row: it is not tried again unless an operator revives it."""
 
     async def next_due(self, destination: str, owner: str) -> float | None:
@@ -148,7 +160,7 @@ class AdminStore(Protocol):
         """Delete delivered events older than `retention` and expired duplicate marks."""
 
 
-class Store(IngestStore, LaneStore, AdminStore, Protocol):
+class Store(IngestStore, LaneStore, AdminStore, ConsoleStore, Protocol):
     """A whole engine: every caller's part, and its lifecycle."""
 
     async def open(self) -> None:

@@ -46,6 +46,7 @@ from relay.store.batch import Batch, Mark, Settled
 from relay.store.commit import CLOSE_TIMEOUT, GroupCommit
 from relay.store.shared import SharedStore
 from relay.store.sql import Dialect, Statement, Step, step
+from relay.store.views import ConsoleViews
 
 POOL_MIN, POOL_MAX = 1, 10
 CONNECT_TIMEOUT = 10.0  # seconds to reach the server before open() or a call gives up
@@ -94,13 +95,29 @@ INSERT INTO events (id, received_at, event_name, conversation, body)
 SELECT * FROM unnest($1::bigint[], $2::float8[], $3::text[], $4::text[], $5::bytea[])
 """
 
-# Row ids follow the arrays' order (batch order), which is each conversation's order.
-_INSERT_DELIVERIES = """
-INSERT INTO deliveries (event_id, destination, conversation, next_at, created_at, retry_from)
-SELECT e, d, c, t, t, t
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[]) WITH ORDINALITY AS u(e, d, c, t, n)
-ORDER BY n
-"""
+# Row ids follow the arrays' order (batch order), which is each conversation's order. The
+# first new row of each conversation (every row without one) is offered as its head, in lock
+# order (schema.py, "lanes"): it becomes the head of a conversation without pending rows; an
+# existing head (older) stays, locked until commit.
+_INSERT_DELIVERIES = (
+    """
+WITH inserted AS (
+    INSERT INTO deliveries (event_id, destination, conversation, next_at, created_at,
+        retry_from)
+    SELECT e, d, c, t, t, t
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[])
+        WITH ORDINALITY AS u(e, d, c, t, n)
+    ORDER BY n
+    RETURNING id, destination, conversation, next_at
+)
+INSERT INTO heads (delivery_id, destination, conversation, next_at)
+SELECT DISTINCT ON (destination, conversation, CASE WHEN conversation IS NULL THEN id END)
+    id, destination, conversation, next_at
+FROM inserted
+ORDER BY destination, conversation, CASE WHEN conversation IS NULL THEN id END, id
+"""  # noqa: S608 - constant fragments, no input
+    + schema.HEAD_UPSERT_TAIL
+)
 
 # --- lane statements --------------------------------------------------------------------------
 
@@ -119,11 +136,43 @@ _HOLD_LANE = Statement(
 
 _RELEASE_LANE = Statement("DELETE FROM lanes WHERE destination = :destination AND owner = :owner")
 
+# An outcome that finishes rows (schema.MARK_SENT, schema.BURY) in two statements (with BEGIN
+# and COMMIT, four round trips): lock the heads among them, in order; then, in a fresh
+# snapshot that sees whatever an ingest holding one of those heads committed meanwhile,
+# finish the rows, drop their heads and give each conversation its next pending row.
+_LOCK_HEADS = Statement(
+    """
+    SELECT delivery_id FROM heads WHERE delivery_id IN ({ids})
+    ORDER BY destination, conversation FOR UPDATE
+    """,
+    rows=True,
+)
+
+# `{finish}`: the finishing UPDATE. Its change is not visible within its own statement, so
+# the finished rows are left out of "next pending" by id.
+_FINISH_AND_MOVE = """
+WITH finished AS ({finish}), dropped AS (
+    DELETE FROM heads WHERE delivery_id IN ({{ids}}) RETURNING destination, conversation
+)
+INSERT INTO heads (delivery_id, destination, conversation, next_at, lease_until, lease_owner)
+SELECT n.id, n.destination, n.conversation, n.next_at, n.lease_until, n.lease_owner
+FROM dropped AS c CROSS JOIN LATERAL (
+    SELECT p.id, p.destination, p.conversation, p.next_at, p.lease_until, p.lease_owner
+    FROM deliveries AS p
+    WHERE p.destination = c.destination AND p.conversation = c.conversation
+      AND p.state = 'pending' AND p.id NOT IN ({{ids}})
+    ORDER BY p.id LIMIT 1) AS n
+"""
+_FINISH = {
+    finish: Statement(_FINISH_AND_MOVE.format(finish=finish.sql))
+    for finish in (schema.MARK_SENT, schema.BURY)
+}
+
 # Lanes of destinations long gone (renamed, removed): nobody will renew them.
 _PRUNE_LANES = Statement("DELETE FROM lanes WHERE until < :before")
 
 
-class PostgresStore(SharedStore):
+class PostgresStore(ConsoleViews, SharedStore):
     def __init__(self, url: str) -> None:
         self._url = url
         self._where = _where(url)
@@ -236,6 +285,14 @@ class PostgresStore(SharedStore):
     async def release_lane(self, destination: str, owner: str) -> None:
         await self._write(step(_RELEASE_LANE, destination=destination, owner=owner))
 
+    async def _claim(self, **params: Any) -> list[Sequence[Any]]:
+        (rows,) = await self._write(step(schema.CLAIM, **params))
+        return list(rows)
+
+    def _finish_steps(self, finish: Step) -> list[Step]:
+        ids = finish.params["ids"]
+        return [step(_LOCK_HEADS, ids=ids), Step(_FINISH[finish.statement], finish.params)]
+
     def _prune_steps(self, now: float, retention: float) -> list[Step]:
         return [*super()._prune_steps(now, retention), step(_PRUNE_LANES, before=now - retention)]
 
@@ -293,9 +350,7 @@ async def _upsert_seen(connection: asyncpg.Connection, marks: list[Mark]) -> dic
     return {bytes(row[0]): row[1] for row in rows}
 
 
-async def _insert_events_and_deliveries(
-    connection: asyncpg.Connection, settled: Settled
-) -> None:
+async def _insert_events_and_deliveries(connection: asyncpg.Connection, settled: Settled) -> None:
     """The new events under their allotted ids, and a pending row per destination."""
     if not settled.events:
         return

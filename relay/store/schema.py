@@ -3,7 +3,9 @@
 A delivery row is `pending` until it is `sent` or `dead`. A pending row is due when its
 `next_at` has passed and no lease of the claiming lane holds it; a conversation's row is
 claimable only when no earlier row of that conversation for that destination is still
-pending, which keeps each conversation in order.
+pending, which keeps each conversation in order. Those oldest pending rows, the heads, are
+kept in a table of their own (migration 4), so that a claim costs the same whatever the
+backlog behind them.
 
 Migrations only ever add. Each engine records how far it got (SQLite in `PRAGMA
 user_version`, PostgreSQL in `schema_migrations`) and applies the rest, so a migration,
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from relay.store import replies
 from relay.store.sql import Dialect, Statement, expand
 
 
@@ -112,72 +115,179 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # 3: the table check_writable() writes to and empties again.
     Migration(both="CREATE TABLE write_probe (id {id}, filler {blob} NOT NULL);"),
+    # 4: heads of conversations (issue 12). Finding the due heads among the pending rows
+    # took a look at every pending row; a claim now reads only the heads it takes, whatever
+    # the backlog behind them. One row per destination and conversation with pending rows,
+    # naming its oldest, with the due time and lease that claims filter on (copies of the
+    # delivery's); a delivery without a conversation is its own head. Kept by the store
+    # (shared.py), backfilled here from the pending rows on file. No foreign key: a head
+    # names a pending row, which pruning never deletes, and the check would cost every write.
+    Migration(
+        both="""
+        CREATE TABLE heads (
+            delivery_id {bigint} PRIMARY KEY,
+            destination TEXT NOT NULL,
+            conversation TEXT,
+            next_at {real} NOT NULL,
+            lease_until {real},
+            lease_owner TEXT
+        );
+        CREATE UNIQUE INDEX heads_conversation ON heads (destination, conversation);
+        CREATE INDEX heads_due ON heads (destination, next_at, delivery_id);
+        INSERT INTO heads (delivery_id, destination, conversation, next_at, lease_until,
+            lease_owner)
+        SELECT d.id, d.destination, d.conversation, d.next_at, d.lease_until, d.lease_owner
+        FROM deliveries AS d
+        WHERE d.state = 'pending' AND (d.conversation IS NULL OR NOT EXISTS (
+            SELECT 1 FROM deliveries AS p
+            WHERE p.destination = d.destination AND p.conversation = d.conversation
+              AND p.state = 'pending' AND p.id < d.id));
+        """
+    ),
+    # 5: the operator console (relay/store/views.py): an index for each of its filters, read
+    # newest first, and every delivery attempt (deleted with its delivery, and so with its
+    # event when the event is pruned).
+    Migration(
+        both="""
+        CREATE INDEX events_name ON events (event_name, id);
+        CREATE INDEX events_conversation ON events (conversation, id);
+        CREATE INDEX deliveries_state_event ON deliveries (state, event_id);
+        CREATE INDEX deliveries_destination_event ON deliveries (destination, state, event_id);
+        CREATE INDEX deliveries_dead_recent ON deliveries (id) WHERE state = 'dead';
+        CREATE INDEX deliveries_dead_by_destination ON deliveries (destination, id)
+            WHERE state = 'dead';
+        CREATE INDEX deliveries_sent_at ON deliveries (finished_at) WHERE state = 'sent';
+        CREATE TABLE attempts (
+            id {id},
+            delivery_id {bigint} NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+            at {real} NOT NULL,
+            outcome TEXT NOT NULL CHECK (outcome IN ('sent', 'retry', 'dead')),
+            reason TEXT,
+            detail TEXT,
+            duration {real} NOT NULL
+        );
+        CREATE INDEX attempts_delivery ON attempts (delivery_id, id);
+        """,
+    ),
+    # 6: answers: the relay's messages and topics per conversation and the answers going out
+    # (relay/store/replies.py); a conversation's latest events use migration 5's index.
+    Migration(both=replies.MIGRATION),
 )
 
 
 # --- lanes ------------------------------------------------------------------------------------
 
-# No earlier row of the row's conversation (for that destination) is still pending. A row
-# another instance holds locked (skipped by the claim) still counts as pending here: the
-# check reads rows without locking them.
-_HEAD_OF_CONVERSATION = """
-(d.conversation IS NULL OR NOT EXISTS (
-    SELECT 1 FROM deliveries AS p
-    WHERE p.destination = d.destination AND p.conversation = d.conversation
-      AND p.state = 'pending' AND p.id < d.id))
+# Claims read `heads` (migration 4): the oldest pending row of each conversation, with its due
+# time and lease. Every change to which row is a conversation's oldest pending one, or to
+# that row's next_at or lease, changes its head in the same transaction: ingest adds a head
+# to a conversation without one (relay/store/sqlite.py, relay/store/postgres.py); an outcome
+# moves it to the next pending row or drops it; revive, retry and release update it.
+#
+# On PostgreSQL the heads row is also the conversation's lock between transactions that
+# change its head: ingest and revive upsert it (ON CONFLICT DO UPDATE locks the row even when
+# its WHERE leaves it as it is), outcomes lock it first and look for the next pending row in
+# a later statement (a fresh snapshot), so neither can miss a row the other just committed.
+# Several heads are locked in (destination, conversation) order, so that two such
+# transactions wait for each other instead of deadlocking; claims skip locked heads.
+
+_HEAD_COLUMNS = "delivery_id, destination, conversation, next_at, lease_until, lease_owner"
+
+# A head may name a row another owner leased: that owner held the lane earlier (a crashed
+# process), and its rows are taken back at once.
+_CLAIMABLE = """
+destination = :destination AND next_at <= :now
+AND (lease_until IS NULL OR lease_until <= :now OR lease_owner <> :owner)
 """
 
-# Due heads of conversations, not leased by `owner` (another owner's lease is from an earlier
-# holder of the lane: taken back at once). PostgreSQL skips rows another transaction is
-# claiming or finishing right now rather than waiting for them or taking them twice.
-CLAIM = Statement(
+_CLAIMED_COLUMNS = """
+id, event_id, destination, conversation, attempts, progress, created_at, retry_from,
+(SELECT body FROM events WHERE events.id = deliveries.event_id)
+"""
+
+# SQLite's claim (relay/store/sqlite.py), three statements on the store's one thread: the due
+# heads, soonest due first (the index order: no sort however many are due) ...
+CLAIM_HEADS = Statement(
     f"""
-    WITH picked AS (
-        SELECT d.id FROM deliveries AS d
-        WHERE d.destination = :destination AND d.state = 'pending' AND d.next_at <= :now
-          AND (d.lease_until IS NULL OR d.lease_until <= :now OR d.lease_owner <> :owner)
-          AND {_HEAD_OF_CONVERSATION}
-        ORDER BY d.id LIMIT :limit {{skip_locked}}
-    )
-    UPDATE deliveries SET lease_until = :lease_until, lease_owner = :owner
-    WHERE id IN (SELECT id FROM picked)
-    RETURNING id, event_id, destination, conversation, attempts, progress, created_at,
-        retry_from, (SELECT body FROM events WHERE events.id = deliveries.event_id)
+    SELECT delivery_id FROM heads WHERE {_CLAIMABLE}
+    ORDER BY next_at, delivery_id LIMIT :limit
     """,  # noqa: S608 - constant fragments, no input
     rows=True,
 )
 
-# The due pending rows of a conversation behind its head, to share its message.
-CLAIM_FOLLOWERS = Statement(
+LEASE_HEADS = Statement(
     """
-    WITH picked AS (
-        SELECT d.id FROM deliveries AS d
-        WHERE d.destination = :destination AND d.conversation = :conversation
-          AND d.state = 'pending' AND d.id > :after AND d.next_at <= :now
-        ORDER BY d.id LIMIT :limit {skip_locked}
-    )
+    UPDATE heads SET lease_until = :lease_until, lease_owner = :owner
+    WHERE delivery_id IN ({ids})
+    """
+)
+
+# ... then them and the rows behind them. Behind a head: the next `run` pending rows of its
+# conversation (an index range), of which only those due without a gap go with it: a row
+# waiting for its retry keeps the later ones waiting too, or they would overtake it.
+CLAIM_RUNS = Statement(
+    f"""
     UPDATE deliveries SET lease_until = :lease_until, lease_owner = :owner
-    WHERE id IN (SELECT id FROM picked)
-    RETURNING id, event_id, destination, conversation, attempts, progress, created_at,
-        retry_from, (SELECT body FROM events WHERE events.id = deliveries.event_id)
-    """,
+    WHERE id IN ({{ids}}) OR id IN (
+        SELECT id FROM (
+            SELECT f.id, max(f.next_at) OVER (PARTITION BY f.conversation ORDER BY f.id)
+                AS due_at
+            FROM heads AS h JOIN deliveries AS f ON f.id IN (
+                SELECT d.id FROM deliveries AS d
+                WHERE d.destination = h.destination AND d.conversation = h.conversation
+                  AND d.state = 'pending' AND d.id > h.delivery_id
+                ORDER BY d.id LIMIT :run)
+            WHERE h.delivery_id IN ({{ids}}) AND h.conversation IS NOT NULL)
+        WHERE due_at <= :now)
+    RETURNING {_CLAIMED_COLUMNS}
+    """,  # noqa: S608 - constant fragments, no input
     rows=True,
 )
 
-# When the next row becomes claimable: heads of conversations only (a row behind another
-# waits for it, not for its own time), and not rows this owner is delivering right now.
-NEXT_DUE = Statement(
+# PostgreSQL's claim: the same in one statement. Heads another transaction holds (a claim,
+# an outcome, an ingest of that conversation) are skipped, not waited for: due next time.
+CLAIM = Statement(
     f"""
-    SELECT min(d.next_at) FROM deliveries AS d
-    WHERE d.destination = :destination AND d.state = 'pending'
-      AND (d.lease_owner IS NULL OR d.lease_owner <> :owner)
-      AND {_HEAD_OF_CONVERSATION}
-    """,  # noqa: S608 - a constant fragment, no input
+    WITH picked AS (
+        SELECT delivery_id, conversation FROM heads WHERE {_CLAIMABLE}
+        ORDER BY next_at, delivery_id LIMIT :limit {{skip_locked}}
+    ), leased AS (
+        -- An array, not IN (SELECT ...): a semi-join here would scan every head.
+        UPDATE heads SET lease_until = :lease_until, lease_owner = :owner
+        WHERE delivery_id = ANY(ARRAY(SELECT delivery_id FROM picked))
+    ), behind AS (
+        SELECT f.id FROM picked AS p CROSS JOIN LATERAL (
+            SELECT n.id, max(n.next_at) OVER (ORDER BY n.id) AS due_at FROM (
+                SELECT d.id, d.next_at FROM deliveries AS d
+                WHERE d.destination = :destination AND d.conversation = p.conversation
+                  AND d.state = 'pending' AND d.id > p.delivery_id
+                ORDER BY d.id LIMIT :run) AS n
+        ) AS f
+        WHERE f.due_at <= :now
+    )
+    UPDATE deliveries SET lease_until = :lease_until, lease_owner = :owner
+    WHERE state = 'pending'
+      AND id IN (SELECT delivery_id FROM picked UNION ALL SELECT id FROM behind)
+    RETURNING {_CLAIMED_COLUMNS}
+    """,  # noqa: S608 - constant fragments, no input
+    rows=True,
+)
+
+# When the next head becomes claimable, not counting those this owner is delivering right now
+# (a row behind another waits for it, not for its own time).
+NEXT_DUE = Statement(
+    """
+    SELECT next_at FROM heads
+    WHERE destination = :destination AND (lease_owner IS NULL OR lease_owner <> :owner)
+    ORDER BY next_at LIMIT 1
+    """,
     rows=True,
 )
 
 RELEASE = Statement(
     "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE id IN ({ids})"
+)
+RELEASE_HEADS = Statement(
+    "UPDATE heads SET lease_until = NULL, lease_owner = NULL WHERE delivery_id IN ({ids})"
 )
 
 SAVE_PROGRESS = Statement("UPDATE deliveries SET progress = :progress WHERE id = :id")
@@ -186,15 +296,7 @@ MARK_SENT = Statement(
     """
     UPDATE deliveries SET state = 'sent', finished_at = :now, lease_until = NULL,
         lease_owner = NULL
-    WHERE id = :id
-    """
-)
-
-RETRY_LATER = Statement(
-    """
-    UPDATE deliveries SET attempts = attempts + 1, next_at = :next_at, reason = :reason,
-        detail = :detail, lease_until = NULL, lease_owner = NULL
-    WHERE id = :id
+    WHERE id IN ({ids})
     """
 )
 
@@ -202,9 +304,55 @@ BURY = Statement(
     """
     UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished_at = :now,
         reason = :reason, detail = :detail, lease_until = NULL, lease_owner = NULL
-    WHERE id = :id
+    WHERE id IN ({ids})
     """
 )
+
+RETRY_LATER = Statement(
+    """
+    UPDATE deliveries SET attempts = attempts + 1, next_at = :next_at, reason = :reason,
+        detail = :detail, lease_until = NULL, lease_owner = NULL
+    WHERE id IN ({ids})
+    """
+)
+RETRY_HEADS = Statement(
+    """
+    UPDATE heads SET next_at = :next_at, lease_until = NULL, lease_owner = NULL
+    WHERE delivery_id IN ({ids})
+    """
+)
+
+# After MARK_SENT or BURY (SQLite): the finished rows are no longer heads, and each of their
+# conversations left without one gets its next pending row (deliveries_order: one index
+# lookup each). PostgreSQL does the same in one statement (relay/store/postgres.py).
+DROP_HEADS = Statement("DELETE FROM heads WHERE delivery_id IN ({ids})")
+NEXT_HEADS = Statement(
+    f"""
+    INSERT INTO heads ({_HEAD_COLUMNS})
+    SELECT n.id, n.destination, n.conversation, n.next_at, n.lease_until, n.lease_owner
+    FROM deliveries AS n
+    WHERE n.id IN (
+        SELECT (SELECT p.id FROM deliveries AS p
+                WHERE p.destination = c.destination AND p.conversation = c.conversation
+                  AND p.state = 'pending'
+                ORDER BY p.id LIMIT 1)
+        FROM (SELECT DISTINCT destination, conversation FROM deliveries
+              WHERE id IN ({{ids}}) AND conversation IS NOT NULL) AS c
+        WHERE NOT EXISTS (
+            SELECT 1 FROM heads AS h
+            WHERE h.destination = c.destination AND h.conversation = c.conversation))
+    """  # noqa: S608 - constant fragments, no input
+)
+
+# A conversation's head becomes the given row if it is older than the head it has, or the
+# only one; the existing head is locked either way (see above). Ingest (PostgreSQL) and
+# revive end their head upserts with this.
+HEAD_UPSERT_TAIL = """
+ON CONFLICT (destination, conversation) DO UPDATE SET
+    delivery_id = excluded.delivery_id, next_at = excluded.next_at,
+    lease_until = excluded.lease_until, lease_owner = excluded.lease_owner
+WHERE excluded.delivery_id < heads.delivery_id
+"""
 
 THREAD_PARENT = Statement(
     "SELECT parent FROM threads WHERE destination = :destination AND conversation = :conversation",
@@ -242,6 +390,34 @@ WHERE state = 'dead'
 """
 REVIVE_ALL = Statement(_REVIVE)
 REVIVE = Statement(_REVIVE + " AND id IN ({ids})")
+
+# Before REVIVE(_ALL): the oldest row to revive of each conversation (every one without a
+# conversation) becomes its head unless an older row is pending there already.
+_REVIVE_HEADS = (
+    f"""
+INSERT INTO heads ({_HEAD_COLUMNS})
+SELECT d.id, d.destination, d.conversation, :now, d.lease_until, d.lease_owner
+FROM deliveries AS d
+WHERE d.id IN (
+    SELECT min(id) FROM deliveries WHERE state = 'dead' AND conversation IS NOT NULL {{only}}
+    GROUP BY destination, conversation
+    UNION ALL
+    SELECT id FROM deliveries WHERE state = 'dead' AND conversation IS NULL {{only}})
+ORDER BY d.destination, d.conversation
+"""  # noqa: S608 - constant fragments, no input
+    + HEAD_UPSERT_TAIL
+)
+REVIVE_ALL_HEADS = Statement(_REVIVE_HEADS.format(only=""))
+REVIVE_HEADS = Statement(_REVIVE_HEADS.format(only="AND id IN ({ids})"))
+
+# Before BURY_DESTINATION: its heads go (locked in order, as everywhere).
+DROP_DESTINATION_HEADS = Statement(
+    """
+    DELETE FROM heads WHERE delivery_id IN (
+        SELECT delivery_id FROM heads WHERE destination = :destination
+        ORDER BY conversation {lock})
+    """
+)
 
 BURY_DESTINATION = Statement(
     """

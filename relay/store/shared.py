@@ -1,15 +1,18 @@
 """The Store methods that are the same on every engine, written once.
 
-Claims, outcomes, threads, dead letters, backlog, pruning and the write probe are the same
+Outcomes, threads, dead letters, backlog, pruning and the write probe are the same
 statements on SQLite and PostgreSQL (relay/store/schema.py). An engine provides two
-primitives, `_read` and `_write`, and what truly differs: connecting, locking, ingest
-(relay/store/sqlite.py, relay/store/postgres.py).
+primitives, `_read` and `_write`, and what truly differs: connecting, locking, ingest, the
+claim (three statements on SQLite's thread, one on PostgreSQL) and how an outcome that
+finishes rows moves their conversations' heads (relay/store/sqlite.py,
+relay/store/postgres.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -17,13 +20,15 @@ from typing import Any
 from relay.errors import StoreUnavailable
 from relay.store import schema
 from relay.store.base import DUPLICATE_WINDOW, Backlog, Claimed, DeadLetter
+from relay.store.replies import RepliesStore
 from relay.store.sql import Statement, Step, step
+from relay.store.views import attempt_step
 
 PROBE_BYTES = 8192  # about a large event: more than a page, so it needs pages of its own
 PROBE_TIMEOUT = 2.0  # slower than this, a readiness probe had better say "not ready"
 
 
-class SharedStore(ABC):
+class SharedStore(RepliesStore, ABC):
     @abstractmethod
     async def _read(self, statement: Statement, **params: Any) -> list[Sequence[Any]]:
         """The rows of one query (no transaction of its own needed)."""
@@ -58,55 +63,75 @@ class SharedStore(ABC):
     async def claim(
         self, destination: str, now: float, limit: int, lease: float, owner: str, run: int = 1
     ) -> list[Claimed]:
-        params = {"now": now, "lease_until": now + lease, "owner": owner}
-        (rows,) = await self._write(
-            step(schema.CLAIM, destination=destination, limit=limit, **params)
+        rows = await self._claim(
+            destination=destination,
+            now=now,
+            limit=limit,
+            lease_until=now + lease,
+            owner=owner,
+            run=max(0, run - 1),  # rows behind each head
         )
-        claimed = [Claimed(*row) for row in rows]
-        for head in list(claimed) if run > 1 else []:
-            if head.conversation is None:
-                continue
-            (followers,) = await self._write(
-                step(
-                    schema.CLAIM_FOLLOWERS,
-                    destination=destination,
-                    conversation=head.conversation,
-                    after=head.id,
-                    limit=run - 1,
-                    **params,
-                )
-            )
-            claimed += [Claimed(*row) for row in followers]
-        return sorted(claimed, key=lambda row: row.id)
+        return sorted((Claimed(*row) for row in rows), key=lambda row: row.id)
+
+    @abstractmethod
+    async def _claim(self, **params: Any) -> list[Sequence[Any]]:
+        """Lease due heads (up to `limit`, soonest due first) and the due rows right behind
+        each (up to `run`) to `owner`, in one transaction; their rows (schema.CLAIM)."""
 
     async def release(self, ids: Sequence[int]) -> None:
         if ids:
-            await self._write(step(schema.RELEASE, ids=list(ids)))
+            await self._write(
+                step(schema.RELEASE, ids=list(ids)), step(schema.RELEASE_HEADS, ids=list(ids))
+            )
 
     async def save_progress(self, delivery_id: int, progress: int) -> None:
         await self._write(step(schema.SAVE_PROGRESS, id=delivery_id, progress=progress))
 
-    async def mark_sent(self, ids: Sequence[int], now: float) -> None:
-        await self._write(*(step(schema.MARK_SENT, id=i, now=now) for i in ids))
+    async def mark_sent(self, ids: Sequence[int], now: float, took: float = 0.0) -> None:
+        if ids:
+            await self._write(
+                *self._finish_steps(step(schema.MARK_SENT, ids=list(ids), now=now)),
+                attempt_step(ids, now, "sent", None, None, took),
+            )
 
     async def retry_later(
-        self, ids: Sequence[int], next_at: float, reason: str, detail: str
+        self,
+        ids: Sequence[int],
+        next_at: float,
+        reason: str,
+        detail: str,
+        now: float | None = None,
+        took: float = 0.0,
     ) -> None:
-        await self._write(
-            *(
-                step(schema.RETRY_LATER, id=i, next_at=next_at, reason=reason, detail=detail)
-                for i in ids
+        if ids:
+            where = {"ids": list(ids), "next_at": next_at}
+            at = time.time() if now is None else now
+            await self._write(
+                step(schema.RETRY_LATER, reason=reason, detail=detail, **where),
+                step(schema.RETRY_HEADS, **where),
+                attempt_step(ids, at, "retry", reason, detail, took),
             )
-        )
 
-    async def bury(self, ids: Sequence[int], now: float, reason: str, detail: str) -> None:
-        await self._write(
-            *(step(schema.BURY, id=i, now=now, reason=reason, detail=detail) for i in ids)
-        )
+    async def bury(
+        self, ids: Sequence[int], now: float, reason: str, detail: str, took: float = 0.0
+    ) -> None:
+        if ids:
+            await self._write(
+                *self._finish_steps(
+                    step(schema.BURY, ids=list(ids), now=now, reason=reason, detail=detail)
+                ),
+                attempt_step(ids, now, "dead", reason, detail, took),
+            )
+
+    def _finish_steps(self, finish: Step) -> list[Step]:
+        """`finish` (MARK_SENT or BURY of `ids`) and what it does to heads: the finished
+        rows' conversations move on to their next pending row."""
+        ids = finish.params["ids"]
+        return [finish, step(schema.DROP_HEADS, ids=ids), step(schema.NEXT_HEADS, ids=ids)]
 
     async def next_due(self, destination: str, owner: str) -> float | None:
-        ((due,),) = await self._read(schema.NEXT_DUE, destination=destination, owner=owner)
-        return float(due) if due is not None else None
+        rows = await self._read(schema.NEXT_DUE, destination=destination, owner=owner)
+        return float(rows[0][0]) if rows else None
 
     async def thread_parent(self, destination: str, conversation: str) -> str | None:
         rows = await self._read(
@@ -132,15 +157,23 @@ class SharedStore(ABC):
         return int(count)
 
     async def revive(self, ids: Sequence[int] | None, now: float) -> int:
+        # Heads first: on PostgreSQL that locks the conversations' heads before their rows
+        # change (schema.py, "lanes").
         if ids is None:
-            (count,) = await self._write(step(schema.REVIVE_ALL, now=now))
+            _, count = await self._write(
+                step(schema.REVIVE_ALL_HEADS, now=now), step(schema.REVIVE_ALL, now=now)
+            )
         else:
-            (count,) = await self._write(step(schema.REVIVE, now=now, ids=list(ids)))
+            _, count = await self._write(
+                step(schema.REVIVE_HEADS, now=now, ids=list(ids)),
+                step(schema.REVIVE, now=now, ids=list(ids)),
+            )
         return int(count)
 
     async def bury_destination(self, destination: str, now: float, reason: str) -> int:
-        (count,) = await self._write(
-            step(schema.BURY_DESTINATION, destination=destination, now=now, reason=reason)
+        _, count = await self._write(
+            step(schema.DROP_DESTINATION_HEADS, destination=destination),
+            step(schema.BURY_DESTINATION, destination=destination, now=now, reason=reason),
         )
         return int(count)
 
@@ -157,4 +190,5 @@ class SharedStore(ABC):
         return [
             step(schema.PRUNE_SEEN, before=now - DUPLICATE_WINDOW),
             step(schema.PRUNE_EVENTS, before=now - retention),
+            *self._replies_prune_steps(now),
         ]

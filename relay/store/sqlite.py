@@ -29,7 +29,8 @@ from relay.store.batch import Batch
 from relay.store.commit import GroupCommit
 from relay.store.lock import ServeLock
 from relay.store.shared import SharedStore
-from relay.store.sql import Dialect, Statement, Step
+from relay.store.sql import Dialect, Statement, Step, step
+from relay.store.views import ConsoleViews
 
 T = TypeVar("T")
 
@@ -47,7 +48,7 @@ def sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
 
-class SQLiteStore(SharedStore):
+class SQLiteStore(ConsoleViews, SharedStore):
     def __init__(
         self, path: str | Path, *, synchronous: str = "FULL", exclusive: bool = False
     ) -> None:
@@ -173,11 +174,27 @@ class SQLiteStore(SharedStore):
 
     # --- lanes --------------------------------------------------------------------------------
 
+    async def _claim(self, **params: Any) -> list[Sequence[Any]]:
+        return await self._call(_claim, params)
+
     async def hold_lane(self, destination: str, owner: str, ttl: float, now: float) -> bool:
         return True  # one relay serves the file (the lock) and every lane in it
 
     async def release_lane(self, destination: str, owner: str) -> None:
         return None
+
+
+def _claim(db: sqlite3.Connection, params: dict[str, Any]) -> list[Sequence[Any]]:
+    """The due heads, then them and the rows behind them, in one transaction on the store
+    thread (one hand-off to it: see _insert_batch)."""
+    with _transaction(db):
+        heads = _execute(db, step(schema.CLAIM_HEADS, **params))
+        if not heads:
+            return []
+        ids = [head for (head,) in heads]
+        _execute(db, step(schema.LEASE_HEADS, ids=ids, **params))
+        rows: list[Sequence[Any]] = _execute(db, step(schema.CLAIM_RUNS, ids=ids, **params))
+        return rows
 
 
 def _execute(db: sqlite3.Connection, each: Step) -> Any:
@@ -256,8 +273,7 @@ def _insert_batch(db: sqlite3.Connection, items: list[Incoming]) -> list[Accepte
         ids = _allocate(db, "deliveries", len(deliveries))
         _insert_rows(
             db,
-            "deliveries (id, event_id, destination, conversation, next_at, created_at,"
-            " retry_from)",
+            "deliveries (id, event_id, destination, conversation, next_at, created_at, retry_from)",
             [
                 (delivery_id, event_id, destination, conversation, at, at, at)
                 for delivery_id, (event_id, destination, conversation, at) in zip(
@@ -265,7 +281,35 @@ def _insert_batch(db: sqlite3.Connection, items: list[Incoming]) -> list[Accepte
                 )
             ],
         )
+        # A conversation without pending rows gets its first new row as head; one with a
+        # head keeps it (older: ids ascend). One writer: nothing to lock.
+        _insert_rows(
+            db,
+            "heads (delivery_id, destination, conversation, next_at)",
+            [
+                (delivery_id, destination, conversation, at)
+                for delivery_id, (_, destination, conversation, at) in _firsts(ids, deliveries)
+            ],
+            "ON CONFLICT DO NOTHING",
+        )
     return settled.answers
+
+
+def _firsts(
+    ids: Sequence[int], deliveries: Sequence[tuple[int, str, str | None, float]]
+) -> list[tuple[int, tuple[int, str, str | None, float]]]:
+    """The first of the rows of each destination and conversation (every row without a
+    conversation), with its id."""
+    seen: set[tuple[str, str]] = set()
+    firsts = []
+    for delivery_id, row in zip(ids, deliveries, strict=True):
+        _, destination, conversation, _ = row
+        if conversation is not None:
+            if (destination, conversation) in seen:
+                continue
+            seen.add((destination, conversation))
+        firsts.append((delivery_id, row))
+    return firsts
 
 
 def _allocate(db: sqlite3.Connection, table: str, count: int) -> range:
@@ -282,9 +326,11 @@ def _rows(count: int, width: int) -> str:
     return ", ".join([row] * count)
 
 
-def _insert_rows(db: sqlite3.Connection, into: str, rows: list[tuple[Any, ...]]) -> None:
+def _insert_rows(
+    db: sqlite3.Connection, into: str, rows: list[tuple[Any, ...]], tail: str = ""
+) -> None:
     """INSERT `rows` with multi-row VALUES, in order."""
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start : start + _ROWS_PER_INSERT]
         values = [value for row in chunk for value in row]
-        db.execute(f"INSERT INTO {into} VALUES {_rows(len(chunk), len(chunk[0]))}", values)  # noqa: S608 - placeholders only
+        db.execute(f"INSERT INTO {into} VALUES {_rows(len(chunk), len(chunk[0]))} {tail}", values)  # noqa: S608 - placeholders only

@@ -148,6 +148,7 @@ class FakeSlack(FakeServer):
             "chat.postMessage": self._post_message,
             "auth.test": self._auth_test,
             "conversations.info": self._conversation_info,
+            "conversations.history": self._conversation_history,
             "reactions.add": self._add_reaction,
             "apps.connections.open": self._open_connection,
         }
@@ -561,6 +562,20 @@ class FakeSlack(FakeServer):
                 "is_member": channel.member,
             }
         }
+
+    def _conversation_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The channel's latest messages (`limit`, newest first): needs `channels:history`
+        (`groups:history` for a private channel) and, as Slack, membership."""
+        channel = self.channels.get(str(params.get("channel", "")))
+        self._need("groups:history" if channel and channel.private else "channels:history")
+        if channel is None or (channel.private and not channel.member):
+            raise SlackRefusal("channel_not_found")
+        if not channel.member:
+            raise SlackRefusal("not_in_channel")
+        limit = int(params.get("limit", 100))
+        posts = [m for m in self.messages_in(channel.id) if m.thread_ts is None][::-1][:limit]
+        messages = [{"type": "message", "ts": m.ts, "text": m.text or ""} for m in posts]
+        return {"messages": messages, "has_more": False}
 
     def _post_message(self, params: dict[str, Any]) -> dict[str, Any]:
         self._need("chat:write")

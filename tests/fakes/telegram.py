@@ -161,6 +161,7 @@ class FakeTelegram(FakeServer):
             "getUpdates": self._get_updates,
             "getChatMember": self._get_chat_member,
             "deleteWebhook": self._delete_webhook,
+            "getWebhookInfo": self._webhook_info,
             "sendMessage": self._send,
             "setMessageReaction": self._set_reaction,
             "createForumTopic": self._create_topic,
@@ -453,6 +454,10 @@ class FakeTelegram(FakeServer):
                 "Conflict: can't use getUpdates method while webhook is active; "
                 "use deleteWebhook to delete the webhook first",
             )
+
+    def _webhook_info(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        return {"url": self.webhook_url or "", "has_custom_certificate": False,
+                "pending_update_count": len(self.updates)}
 
     def _delete_webhook(self, method: str, params: dict[str, Any]) -> bool:
         self.webhook_url = None

@@ -10,9 +10,11 @@ from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_va
 from relay.config.types import (
     DestinationBase,
     HttpUrl,
+    OptionalSecret,
     OptionalText,
     OptionalToken,
     Secret,
+    Strict,
     empty_is_none,
 )
 
@@ -35,6 +37,31 @@ WebhookURL = Annotated[
 ]
 
 
+class SlackReplies(Strict):
+    """Answers written in the destination's threads go to the customer (README: "Answering
+    customers"): by Socket Mode (`app_token`), the Events API (`signing_secret`), or both."""
+
+    app_token: OptionalToken = Field(
+        None, description="app-level token (xapp-..., connections:write): Socket Mode"
+    )
+    signing_secret: OptionalSecret = Field(
+        None, description="the app's signing secret: Slack posts to POST /slack/events"
+    )
+    from_users: list[str] = Field(
+        default_factory=list, description="Slack user ids who may answer; empty: anyone"
+    )
+    note_prefix: str = Field("note:", description="messages starting with it stay in Slack")
+
+    @model_validator(mode="after")
+    def _some_way_in(self) -> SlackReplies:
+        if self.app_token is None and self.signing_secret is None:
+            raise ValueError("set app_token (Socket Mode) or signing_secret (Events API), or both")
+        return self
+
+    def secrets(self) -> list[str]:
+        return [s.get_secret_value() for s in (self.app_token, self.signing_secret) if s]
+
+
 class SlackDestination(DestinationBase):
     type: Literal["slack"]
     token: OptionalToken = Field(
@@ -45,6 +72,9 @@ class SlackDestination(DestinationBase):
     thread_by_conversation: bool = False
     unfurl_links: bool = Field(False, description="let Slack unfurl customer-supplied links")
     api_url: HttpUrl = SLACK_API_URL
+    replies: SlackReplies | None = Field(
+        None, description="answers written in the conversation's thread reach the customer"
+    )
 
     @model_validator(mode="after")
     def _one_way_in(self) -> SlackDestination:
@@ -60,4 +90,12 @@ class SlackDestination(DestinationBase):
             raise ValueError(
                 "thread_by_conversation needs a bot token: incoming webhooks cannot thread"
             )
+        if self.replies is not None and (self.token is None or not self.thread_by_conversation):
+            raise ValueError(
+                "replies need a bot token and thread_by_conversation: true (an answer is "
+                "written in the conversation's thread)"
+            )
         return self
+
+    def secrets(self) -> list[str]:
+        return super().secrets() + (self.replies.secrets() if self.replies else [])

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
 
-from relay.config.types import DestinationBase, HttpUrl, Token, empty_is_none
+from relay.config.types import DestinationBase, HttpUrl, Strict, Token, empty_is_none
 
 TELEGRAM_API_URL = "https://api.telegram.org"
 _TOKEN_CHARACTERS = re.compile(r"[A-Za-z0-9:_-]+")
@@ -29,6 +29,16 @@ TelegramToken = Annotated[
 ]
 
 
+class TelegramReplies(Strict):
+    """Replies to the relay's messages (and messages in a conversation's topic) go to the
+    customer (README: "Answering customers")."""
+
+    from_users: list[int] = Field(
+        default_factory=list, description="Telegram user ids who may answer; empty: anyone"
+    )
+    note_prefix: str = Field("note:", description="messages starting with it stay in Telegram")
+
+
 class TelegramDestination(DestinationBase):
     type: Literal["telegram"]
     token: TelegramToken = Field(None, description="bot token from @BotFather")
@@ -39,6 +49,14 @@ class TelegramDestination(DestinationBase):
     thread_by_conversation: bool = Field(
         False, description="later messages of a conversation reply to its first"
     )
+    topic_per_conversation: bool = Field(
+        False,
+        description="one forum topic per conversation (the bot must be an admin that may "
+        "manage topics)",
+    )
+    replies: TelegramReplies | None = Field(
+        None, description="replies to the conversation's messages reach the customer"
+    )
     link_preview: bool = Field(False, description="let Telegram preview customer-supplied links")
     api_url: HttpUrl = TELEGRAM_API_URL
 
@@ -46,6 +64,10 @@ class TelegramDestination(DestinationBase):
     def _complete(self) -> TelegramDestination:
         if self.enabled and (self.token is None or self.chat_id is None):
             raise ValueError("token and chat_id are required (relay telegram-chats lists chat ids)")
+        if self.topic_per_conversation and self.topic_id is not None:
+            raise ValueError(
+                "topic_per_conversation opens a topic per conversation: remove topic_id"
+            )
         return self
 
     @property

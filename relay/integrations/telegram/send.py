@@ -104,16 +104,23 @@ class TelegramSender:
         """Where messages go; changes when Telegram reports the group became a supergroup."""
         return self._chat_id
 
-    def request(self, message: TelegramCall, thread: str | None) -> Request:
-        return bot_call(message, self._chat_id, self._topic_id, thread)
+    def request(
+        self, message: TelegramCall, thread: str | None, topic_id: int | None = None
+    ) -> Request:
+        topic = topic_id if topic_id is not None else self._topic_id
+        return bot_call(message, self._chat_id, topic, thread)
 
-    async def send(self, message: TelegramCall, thread: str | None = None) -> Outcome:
+    async def send(
+        self, message: TelegramCall, thread: str | None = None, *, topic_id: int | None = None
+    ) -> Outcome:
+        """Post `message`; `topic_id` replaces the configured topic (a conversation's own
+        topic: relay/integrations/telegram/topics.py)."""
         try:
             try:
-                result = await self._deliver(message, thread)
+                result = await self._deliver(message, thread, topic_id)
             except ChatMigrated as exc:
                 self._follow_migration(exc.new_chat_id)
-                result = await self._deliver(message, thread)
+                result = await self._deliver(message, thread, topic_id)
         except _WrongShape as exc:
             return RetryLater(Reason.BAD_ANSWER, self.redact(str(exc)))
         except Exception as exc:  # every answer PTB raises for, and what it cannot parse
@@ -129,15 +136,33 @@ class TelegramSender:
             self._unscrub()
             self._unscrub = None
 
-    async def _deliver(self, call: TelegramCall, thread: str | None) -> dict[str, Any]:
+    async def create_topic(self, name: str) -> Outcome:
+        """Open a forum topic in the chat (createForumTopic); Sent's ref is its
+        message_thread_id. The bot must be an administrator allowed to manage topics."""
+        try:
+            result = await self._client().do_api_request(
+                "createForumTopic",
+                api_kwargs={"chat_id": self._chat_id, "name": name},
+                return_type=None,
+            )
+        except Exception as exc:
+            return classify_telegram(exc).masked(self.redact)
+        topic = result.get("message_thread_id") if isinstance(result, dict) else None
+        if not isinstance(topic, int):
+            return RetryLater(Reason.BAD_ANSWER, "createForumTopic answered no message_thread_id")
+        return Sent(ref=str(topic))
+
+    async def _deliver(
+        self, call: TelegramCall, thread: str | None, topic_id: int | None = None
+    ) -> dict[str, Any]:
         """Make the call; on a refusal another request can avoid, make that one instead."""
         try:
-            return await self._call(self.request(call, thread))
+            return await self._call(self.request(call, thread, topic_id))
         except BadRequest as exc:
             instead = self._instead_of(call, exc)
             if instead is None:
                 raise
-            return await self._call(self.request(instead, thread))
+            return await self._call(self.request(instead, thread, topic_id))
 
     def _instead_of(self, call: TelegramCall, exc: BadRequest) -> TelegramCall | None:
         if cannot_parse(exc) and "parse_mode" in call.params:

@@ -1,0 +1,460 @@
+"""Heads of conversations (migration 4): claims, next_due and the `heads` table against a
+model, on both engines; several claimers on PostgreSQL; heads backfilled on upgrade.
+
+The model is the rule in plain Python: per destination, a conversation's oldest pending row
+is its head (a row without a conversation is its own); a claim takes up to `limit` due heads
+not leased to the claimer, soonest due first, each with the due rows right behind it (up to
+`run` in all, stopping at the first that is not due); next_due is the soonest head not
+leased to the asker. Hypothesis drives the store and the model through the same ingests,
+claims, outcomes, revivals and burials, and every step compares what the store answers and
+holds in `heads` with the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+import tempfile
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from relay.store.base import Incoming, Store
+from relay.store.postgres import PostgresStore
+from relay.store.schema import MIGRATIONS, statements
+from relay.store.sql import Dialect, Statement
+from relay.store.sqlite import SQLiteStore
+from tests.pg import empty_relay_tables
+
+T = TypeVar("T")
+T0 = 1_700_000_000.0
+LEASE = 5.0
+DESTINATIONS = ("a", "b")
+CONVERSATIONS = ("x", "y", "z", None)
+OWNERS = ("A", "B")
+
+_DELIVERIES = Statement(
+    "SELECT id, destination, conversation, state, next_at, lease_until, lease_owner"
+    " FROM deliveries ORDER BY id",
+    rows=True,
+)
+_HEADS = Statement(
+    "SELECT delivery_id, destination, conversation, next_at, lease_until, lease_owner"
+    " FROM heads ORDER BY delivery_id",
+    rows=True,
+)
+
+
+@dataclass
+class Row:
+    """The model of one delivery row; `seq` orders rows as the store's ids do."""
+
+    seq: int
+    event_id: int
+    destination: str
+    conversation: str | None
+    state: str = "pending"
+    next_at: float = T0
+    lease_until: float | None = None
+    lease_owner: str | None = None
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.event_id, self.destination)
+
+    @property
+    def group(self) -> tuple[str, str | int]:
+        """The row's conversation at its destination (a row without one is alone)."""
+        return (self.destination, self.conversation if self.conversation is not None else self.seq)
+
+
+class Model:
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+
+    def pending(self, destination: str | None = None) -> list[Row]:
+        return [
+            r for r in self.rows if r.state == "pending" and destination in (None, r.destination)
+        ]
+
+    def heads(self, destination: str | None = None) -> list[Row]:
+        firsts: dict[tuple[str, str | int], Row] = {}
+        for row in self.pending(destination):  # in seq order
+            firsts.setdefault(row.group, row)
+        return list(firsts.values())
+
+    def claim(self, destination: str, now: float, limit: int, owner: str, run: int) -> list[Row]:
+        due = [
+            h
+            for h in self.heads(destination)
+            if h.next_at <= now
+            and (h.lease_until is None or h.lease_until <= now or h.lease_owner != owner)
+        ]
+        taken: list[Row] = []
+        for head in sorted(due, key=lambda h: (h.next_at, h.seq))[:limit]:
+            taken.append(head)
+            behind = [r for r in self.pending(destination) if r.group == head.group]
+            for row in behind[1:run]:
+                if row.next_at > now:
+                    break  # a row waiting for its retry keeps the later ones waiting
+                taken.append(row)
+        for row in taken:
+            row.lease_until, row.lease_owner = now + LEASE, owner
+        return sorted(taken, key=lambda r: r.seq)
+
+    def next_due(self, destination: str, owner: str) -> float | None:
+        times = [h.next_at for h in self.heads(destination) if h.lease_owner != owner]
+        return min(times, default=None)
+
+
+def run(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> T:
+    return loop.run_until_complete(coroutine)
+
+
+def heads_machine(make_store: Callable[[], Store]) -> type[RuleBasedStateMachine]:
+    class HeadsMachine(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.loop = asyncio.new_event_loop()
+            self.store = make_store()
+            run(self.loop, self.store.open())
+            self.model = Model()
+            self.now = T0
+            self.bodies = itertools.count()
+            self.ids: dict[tuple[int, str], int] = {}  # model key -> the store's delivery id
+            self.keys: dict[int, tuple[int, str]] = {}
+
+        def teardown(self) -> None:
+            run(self.loop, self.store.close())
+            self.loop.close()
+
+        def _learn(self, key: tuple[int, str], delivery_id: int) -> None:
+            self.ids[key], self.keys[delivery_id] = delivery_id, key
+
+        def _row(self, delivery_id: int) -> Row:
+            key = self.keys[delivery_id]
+            return next(r for r in self.model.rows if r.key == key)
+
+        def _known_pending(self) -> list[int]:
+            return sorted(self.ids[r.key] for r in self.model.pending() if r.key in self.ids)
+
+        # --- what happens ---------------------------------------------------------------------
+
+        @rule(
+            destinations=st.lists(st.sampled_from(DESTINATIONS), min_size=1, unique=True),
+            conversation=st.sampled_from(CONVERSATIONS),
+            copies=st.integers(1, 3),
+        )
+        def ingest(self, destinations: list[str], conversation: str | None, copies: int) -> None:
+            # Several at once: one group commit, several rows of a conversation in a batch.
+            items = [
+                Incoming(
+                    b"%d" % next(self.bodies),
+                    "newMessage",
+                    conversation,
+                    tuple(destinations),
+                    self.now,
+                )
+                for _ in range(copies)
+            ]
+            accepted = []
+            for item in items:  # in order: the model's seq follows the store's ids
+                accepted.append(run(self.loop, self.store.accept(item)))
+            for answer in accepted:
+                for destination in destinations:
+                    self.model.rows.append(
+                        Row(len(self.model.rows), answer.event_id, destination, conversation,
+                            next_at=self.now)
+                    )  # fmt: skip
+
+        @rule(
+            destination=st.sampled_from(DESTINATIONS),
+            owner=st.sampled_from(OWNERS),
+            limit=st.integers(1, 3),
+            run_=st.integers(1, 4),
+        )
+        def claim(self, destination: str, owner: str, limit: int, run_: int) -> None:
+            claimed = run(
+                self.loop, self.store.claim(destination, self.now, limit, LEASE, owner, run_)
+            )
+            expected = self.model.claim(destination, self.now, limit, owner, run_)
+            assert [(r.event_id, r.destination) for r in claimed] == [r.key for r in expected]
+            for row in claimed:
+                self._learn((row.event_id, row.destination), row.id)
+
+        @precondition(lambda self: self._known_pending())
+        @rule(data=st.data(), outcome=st.sampled_from(["sent", "retry", "bury", "release"]))
+        def record(self, data: st.DataObject, outcome: str) -> None:
+            ids = data.draw(st.lists(st.sampled_from(self._known_pending()), min_size=1,
+                                     unique=True))  # fmt: skip
+            rows = [self._row(i) for i in ids]
+            if outcome == "sent":
+                run(self.loop, self.store.mark_sent(ids, self.now))
+            elif outcome == "bury":
+                run(self.loop, self.store.bury(ids, self.now, "forbidden", "kicked"))
+            elif outcome == "retry":
+                delay = data.draw(st.integers(0, 3))
+                run(self.loop, self.store.retry_later(ids, self.now + delay, "timeout", ""))
+            else:
+                run(self.loop, self.store.release(ids))
+            for row in rows:
+                row.lease_until = row.lease_owner = None
+                if outcome == "sent":
+                    row.state = "sent"
+                elif outcome == "bury":
+                    row.state = "dead"
+                elif outcome == "retry":
+                    row.next_at = self.now + delay
+
+        @rule(data=st.data(), everything=st.booleans())
+        def revive(self, data: st.DataObject, everything: bool) -> None:
+            letters = run(self.loop, self.store.dead_letters())
+            for letter in letters:
+                self._learn((letter.event_id, letter.destination), letter.id)
+            if everything or not letters:
+                chosen = [letter.id for letter in letters]
+                count = run(self.loop, self.store.revive(None, self.now))
+            else:
+                chosen = data.draw(
+                    st.lists(st.sampled_from([letter.id for letter in letters]), min_size=1,
+                             unique=True)
+                )  # fmt: skip
+                count = run(self.loop, self.store.revive(chosen, self.now))
+            assert count == len(chosen)
+            for delivery_id in chosen:
+                row = self._row(delivery_id)
+                row.state, row.next_at = "pending", self.now
+
+        @rule(destination=st.sampled_from(DESTINATIONS))
+        def bury_destination(self, destination: str) -> None:
+            count = run(self.loop, self.store.bury_destination(destination, self.now, "gone"))
+            pending = self.model.pending(destination)
+            assert count == len(pending)
+            for row in pending:
+                row.state, row.lease_until, row.lease_owner = "dead", None, None
+
+        @rule(seconds=st.sampled_from([0.0, 1.0, 2.0, LEASE]))
+        def tick(self, seconds: float) -> None:
+            self.now += seconds
+
+        @rule(destination=st.sampled_from(DESTINATIONS), owner=st.sampled_from(OWNERS))
+        def next_due(self, destination: str, owner: str) -> None:
+            due = run(self.loop, self.store.next_due(destination, owner))
+            assert due == self.model.next_due(destination, owner)
+
+        # --- what must hold -------------------------------------------------------------------
+
+        @invariant()
+        def heads_mirror_the_oldest_pending_rows(self) -> None:
+            store: Any = self.store
+            deliveries = run(self.loop, store._read(_DELIVERIES))
+            heads = run(self.loop, store._read(_HEADS))
+            firsts: dict[tuple[str, object], tuple[Any, ...]] = {}
+            for d_id, destination, conversation, state, next_at, until, owner in deliveries:
+                if state == "pending":
+                    group = (destination, conversation if conversation is not None else d_id)
+                    firsts.setdefault(
+                        group, (d_id, destination, conversation, next_at, until, owner)
+                    )
+            assert sorted(tuple(h) for h in heads) == sorted(firsts.values())
+            assert len(deliveries) == len(self.model.rows)
+            states = sorted(
+                (self.keys[row[0]], row[3]) for row in deliveries if row[0] in self.keys
+            )
+            known = sorted((r.key, r.state) for r in self.model.rows if r.key in self.ids)
+            assert states == known
+
+    return HeadsMachine
+
+
+MACHINE_SETTINGS = settings(
+    max_examples=60,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+def test_sqlite_claims_follow_the_model(tmp_path: Path) -> None:
+    def fresh() -> Store:
+        directory = tempfile.mkdtemp(dir=tmp_path)
+        return SQLiteStore(Path(directory) / "relay.db", synchronous="OFF")
+
+    run_state_machine_as_test(heads_machine(fresh), settings=MACHINE_SETTINGS)
+
+
+def test_postgresql_claims_follow_the_model(pg_database: str) -> None:
+    def fresh() -> Store:
+        empty_relay_tables(pg_database)
+        return PostgresStore(pg_database)
+
+    run_state_machine_as_test(heads_machine(fresh), settings=MACHINE_SETTINGS)
+
+
+# --- several claimers on PostgreSQL -------------------------------------------------------------
+
+
+async def test_concurrent_claimers_never_share_a_row_and_keep_each_conversation_in_order(
+    pg_url: str,
+) -> None:
+    """Two instances, several connections each, claiming with runs at once, round after
+    round, each claim's rows sent: no row is claimed twice, each conversation's rows are
+    claimed (and sent) in order, and every row is claimed."""
+    stores = [PostgresStore(pg_url), PostgresStore(pg_url)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        conversations = [f"c{n}" for n in range(12)] + [None]
+        for n in range(240):
+            conversation = conversations[n % len(conversations)]
+            incoming = Incoming(b"%d" % n, "newMessage", conversation, ("a",), T0)
+            await stores[n % 2].accept(incoming)
+        claimed: list[int] = []
+        order: dict[str | None, list[int]] = {}
+
+        async def claim_and_send(store: PostgresStore) -> int:
+            rows = await store.claim("a", T0 + 1, 3, 60.0, "owner", run=4)
+            for row in rows:
+                claimed.append(row.id)
+                order.setdefault(row.conversation, []).append(row.id)
+            await store.mark_sent([row.id for row in rows], T0 + 1)
+            return len(rows)
+
+        for _ in range(200):
+            taken = await asyncio.gather(*(claim_and_send(s) for s in stores for _ in range(3)))
+            if not any(taken) and not await stores[0].backlog():
+                break
+        assert len(claimed) == len(set(claimed)) == 240
+        for conversation, ids in order.items():
+            if conversation is not None:
+                assert ids == sorted(ids), conversation
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_an_ingest_while_the_head_is_finished_is_not_lost(pg_url: str) -> None:
+    """An outcome finishing a conversation's last pending row while another instance stores
+    the next row of that conversation: the new row gets a head either way."""
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    await asyncio.gather(a.open(), b.open())
+    try:
+        for round_ in range(30):
+            conversation = f"race-{round_}"
+            await a.accept(Incoming(b"first %d" % round_, "m", conversation, ("a",), T0))
+            (head,) = await a.claim("a", T0 + 1, 10, 60.0, "A")
+            await asyncio.gather(
+                a.mark_sent([head.id], T0 + 1),
+                b.accept(Incoming(b"next %d" % round_, "m", conversation, ("a",), T0)),
+            )
+            (after,) = await a.claim("a", T0 + 1, 10, 60.0, "A")
+            assert after.body == b"next %d" % round_
+            await a.mark_sent([after.id], T0 + 1)
+    finally:
+        await asyncio.gather(a.close(), b.close())
+
+
+# --- upgrades -----------------------------------------------------------------------------------
+
+# Pending, dead and sent rows over conversations, at two destinations, as a version-3
+# database holds them: (destination, conversation, state, next_at, lease_owner).
+V3_ROWS: Sequence[tuple[str, str | None, str, float, str | None]] = [
+    ("a", "x", "sent", T0, None),
+    ("a", "x", "pending", T0 + 5, "old"),  # x's head, leased by an earlier holder
+    ("a", "x", "pending", T0, None),
+    ("a", "y", "dead", T0, None),
+    ("a", "y", "pending", T0 + 1, None),  # y's head: the dead row before it does not count
+    ("b", "x", "pending", T0 + 2, None),  # x at b: a conversation of its own
+    ("a", None, "pending", T0 + 3, None),  # alone: its own head
+    ("a", None, "pending", T0 + 4, None),
+    ("a", "z", "sent", T0, None),  # z: nothing pending, no head
+]
+# delivery_id, destination, conversation, next_at, lease_until, lease_owner
+V3_HEADS = [
+    (2, "a", "x", T0 + 5, T0 + 60, "old"),
+    (5, "a", "y", T0 + 1, None, None),
+    (6, "b", "x", T0 + 2, None, None),
+    (7, "a", None, T0 + 3, None, None),
+    (8, "a", None, T0 + 4, None, None),
+]
+
+
+def _v3_inserts(placeholder: Callable[[int], str]) -> tuple[str, str, list[tuple[Any, ...]]]:
+    p = placeholder
+    event = f"INSERT INTO events (id, received_at, event_name, conversation, body) VALUES ({p(1)}, {p(2)}, 'newMessage', {p(3)}, {p(4)})"  # noqa: E501
+    delivery = (
+        "INSERT INTO deliveries (id, event_id, destination, conversation, state, next_at,"
+        " lease_until, lease_owner, created_at, retry_from)"
+        f" VALUES ({p(1)}, {p(1)}, {p(2)}, {p(3)}, {p(4)}, {p(5)}, {p(6)}, {p(7)}, {p(8)}, {p(8)})"
+    )
+    rows = [
+        (n, destination, conversation, state, next_at, T0 + 60 if owner else None, owner, T0)
+        for n, (destination, conversation, state, next_at, owner) in enumerate(V3_ROWS, 1)
+    ]
+    return event, delivery, rows
+
+
+async def test_a_version_3_sqlite_file_gets_heads_for_its_pending_rows(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    db = sqlite3.connect(path)
+    for number, migration in enumerate(MIGRATIONS[:3], start=1):
+        for statement in statements(migration.script(Dialect.SQLITE)):
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version = {number}")
+    event, delivery, rows = _v3_inserts(lambda n: f"?{n}")
+    with db:
+        for row in rows:
+            db.execute(event, (row[0], T0, row[2], b"%d" % row[0]))
+            db.execute(delivery, row)
+        db.execute("UPDATE id_counters SET last_id = 9")
+    db.close()
+    await _check_upgraded(SQLiteStore(path))
+
+
+async def test_a_version_3_postgresql_database_gets_heads_for_its_pending_rows(
+    pg_empty_url: str,
+) -> None:
+    connection = await asyncpg.connect(pg_empty_url)
+    try:
+        await connection.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        for number, migration in enumerate(MIGRATIONS[:3], start=1):
+            if script := migration.script(Dialect.POSTGRESQL).strip():
+                await connection.execute(script)
+            await connection.execute("INSERT INTO schema_migrations VALUES ($1)", number)
+        event, delivery, rows = _v3_inserts(lambda n: f"${n}")
+        for row in rows:
+            await connection.execute(event, row[0], T0, row[2], b"%d" % row[0])
+            await connection.execute(delivery, *row)
+        for table in ("events", "deliveries"):
+            await connection.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), 9)")
+    finally:
+        await connection.close()
+    await _check_upgraded(PostgresStore(pg_empty_url))
+
+
+async def _check_upgraded(store: SQLiteStore | PostgresStore) -> None:
+    await store.open()
+    try:
+        heads = [tuple(h) for h in await store._read(_HEADS)]
+        assert heads == V3_HEADS
+        # Claims work from there: old heads first (x's was leased by an earlier holder, taken
+        # back), runs behind them, and a new row of y waits behind y's head.
+        await store.accept(Incoming(b"new", "newMessage", "y", ("a",), T0 + 6))
+        claimed = await store.claim("a", T0 + 10, 10, 60.0, "me", run=5)
+        assert [row.id for row in claimed] == [2, 3, 5, 7, 8, 10]
+    finally:
+        await store.close()
