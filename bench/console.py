@@ -259,6 +259,72 @@ async def run_engine(engine: str, count: int, repeat: int) -> dict[str, Any] | N
     return {"events": count, "fill_seconds": filled, "file_bytes": size, "requests": rows_}
 
 
+# Migration 5's indexes on the tables ingest and lanes write to (the attempts table aside).
+CONSOLE_INDEXES = (
+    "events_name",
+    "events_conversation",
+    "deliveries_state_event",
+    "deliveries_destination_event",
+    "deliveries_dead_recent",
+    "deliveries_dead_by_destination",
+    "deliveries_sent_at",
+)
+
+
+async def index_cost(events: int, rounds: int) -> dict[str, Any]:
+    """What the console's indexes cost ingest and lanes on SQLite (as shipped: WAL,
+    synchronous=FULL): `events` accepted 200 at a time (group commit), then each marked sent
+    with its attempt, timed with the indexes and with them dropped; best of `rounds`."""
+    import asyncio
+
+    from relay.store.base import Incoming
+    from relay.store.sqlite import SQLiteStore
+
+    async def one(drop: bool) -> tuple[float, float]:
+        with tempfile.TemporaryDirectory(prefix="bench-console-") as directory:
+            store = SQLiteStore(Path(directory) / "relay.db")
+            await store.open()
+            try:
+                if drop:
+                    for name in CONSOLE_INDEXES:
+                        await store._call(lambda db, n=name: db.execute(f"DROP INDEX {n}"))
+                started = time.perf_counter()
+                ids = []
+                for start in range(0, events, 200):
+                    batch = [
+                        Incoming(
+                            f'{{"n":{n}}}'.encode(), "newMessage", f"c{n % 64}", ("a", "b"), NOW
+                        )
+                        for n in range(start, start + 200)
+                    ]
+                    ids += [a.event_id for a in await asyncio.gather(*map(store.accept, batch))]
+                accepted = time.perf_counter() - started
+                rows = await store.deliveries_of(ids)
+                started = time.perf_counter()
+                for start in range(0, len(rows), 20):
+                    await store.mark_sent([r.id for r in rows[start : start + 20]], NOW)
+                sent = time.perf_counter() - started
+            finally:
+                await store.close()
+        return events / accepted, len(rows) / sent
+
+    runs = {"with": [], "without": []}
+    for _ in range(rounds):
+        for label, drop in (("without", True), ("with", False)):
+            runs[label].append(await one(drop))
+    best = {label: (max(r[0] for r in found), max(r[1] for r in found))
+            for label, found in runs.items()}  # fmt: skip
+    print(table(
+        f"the console's indexes at ingest and lanes (SQLite, {events:,} events, best of {rounds})",
+        ["indexes", "events accepted/s", "deliveries marked sent/s"],
+        [(label, *best[label]) for label in ("without", "with")],
+    ) + "\n", flush=True)  # fmt: skip
+    return {
+        "accepted_per_s": {k: v[0] for k, v in best.items()},
+        "sent_per_s": {k: v[1] for k, v in best.items()},
+    }
+
+
 async def main(
     quick: bool = False, engines: tuple[str, ...] = ("sqlite", "postgresql")
 ) -> dict[str, Any]:
@@ -271,5 +337,6 @@ async def main(
             continue
         result["engines"][engine] = found
         result["checks"][engine] = {r["request"]: r["ok"] for r in found["requests"]}
+    result["index_cost"] = await index_cost(2_000 if quick else 20_000, 1 if quick else 3)
     save("console", result)
     return result

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from relay.answers.echo import EchoFilter
 from relay.answers.intake import AnswerIntake, answer_lane
-from relay.answers.wiring import Answering, answer_couriers, answer_lanes, answering
+from relay.answers.wiring import Answering, answer_couriers, answer_lanes, taking_replies
 from relay.config.load import load_config
 from relay.config.model import Config
 from relay.console.api import Source as ConsoleSource
@@ -92,9 +92,9 @@ class Relay:
         self.owner = uuid.uuid4().hex[:12]
         self.pacer = Pacer()
         self.lanes: dict[str, Lane] = {}
-        echo = EchoFilter(self.store, enabled=lambda: bool(answering(self.config)))
+        echo = EchoFilter(self.store, enabled=lambda: bool(taking_replies(self.config)))
         self.ingest = Ingest(Gate.from_config(config), echo, self._wake, metrics=self.metrics)
-        self.answering = Answering(AnswerIntake(self.store, self._wake))
+        self.answering = Answering(AnswerIntake(self.store, self._wake), self.store, self.owner)
         self._signatures: dict[str, tuple[Any, ...]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._reloading = asyncio.Lock()
@@ -173,7 +173,7 @@ class Relay:
         )
         couriers: dict[str, Courier[Any]] = {}
         problems: list[ConfigIssue] = []
-        takes_replies = answering(config)
+        takes_replies = taking_replies(config)
         for name, destination in config.destinations.items():
             if not destination.enabled:
                 continue
@@ -292,6 +292,8 @@ class Relay:
                 self._start_lane(name, courier, plan)
         if config.server != old.server or config.storage != old.storage:
             log.warning("server and storage settings changed: they take effect on restart")
+        if config.admin != old.admin:
+            log.warning("admin settings changed: the console's listener takes them on restart")
         self.metrics.config_reloads.labels("success").inc()
         self.metrics.config_loaded()
         log.info("config reloaded", extra=fields(restarted=",".join(changed) or "-"))

@@ -83,3 +83,27 @@ async def test_what_breaks_replies_is_named(
     found = await verdicts(config(fake_slack, fake_telegram, app_token="xapp-1-unknown-token"))
     assert found["support"].status == "broken"
     assert "Slack refused replies.app_token (invalid_auth)" in found["support"].message
+
+
+async def test_topics_need_a_forum_and_the_right_to_manage_them(
+    fake_slack: FakeSlack, fake_telegram: FakeTelegram
+) -> None:
+    def topics_config() -> Config:
+        return parse_config(textwrap.dedent(f"""
+            oneroute: {{secrets: ["doctor-secret-123"]}}
+            destinations:
+              ops:
+                type: telegram
+                token: "{fake_telegram_module.TOKEN}"
+                chat_id: {fake_telegram_module.CHAT_ID}
+                api_url: {fake_telegram.api_url}
+                topic_per_conversation: true
+        """), environ={})
+
+    found = await verdicts(topics_config())
+    assert found["ops"].status == "broken" and "is not a forum" in found["ops"].message
+    chat = fake_telegram.add_chat(fake_telegram_module.CHAT_ID, forum=True)
+    assert (await verdicts(topics_config()))["ops"].status == "ok"
+    chat.bot_rights = {"can_manage_topics": False}
+    found = await verdicts(topics_config())
+    assert found["ops"].status == "broken" and "Manage Topics" in found["ops"].message

@@ -458,6 +458,12 @@ async def test_a_reload_starts_the_new_listeners_and_closes_the_old(
     await answer_in_thread(fake_slack, parent, "From the newcomer", user="U0NEWCOMER")
     await until(lambda: fake_oneroute.sent)
     assert [m.text for m in fake_oneroute.sent] == ["From the newcomer"]
+    listeners = list(running.relay.answering.listeners)
+    await running.relay.stop()  # closes every listener: no socket, no poller left running
+    await until(lambda: not fake_slack.sockets)
+    assert running.relay.answering.listeners == []
+    pollers = [listener for listener in listeners if hasattr(listener, "running")]
+    assert pollers and not any(poller.running for poller in pollers)
 
 
 async def test_giving_up_on_an_answer_is_said_in_the_thread(
@@ -473,3 +479,54 @@ async def test_giving_up_on_an_answer_is_said_in_the_thread(
     assert letter.reason == "gave_up"
     await until(lambda: any("kept failing" in (m.text or "") and m.thread_ts == parent
                             for m in relay_posts(fake_slack)))
+
+
+async def test_two_instances_take_turns_reading_a_telegram_bot(
+    tmp_path: Path, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
+    fake_oneroute: FakeOneRoute, pg_url: str,  # noqa: F811 - the fixture
+) -> None:
+    """Telegram gives a bot's updates to one reader: two instances on one database do not
+    interrupt each other, and when the reader stops, the other reads."""
+    path = write_config(tmp_path, pg_url, fake_slack, fake_telegram, fake_oneroute)
+    path.write_text(path.read_text().replace("give_up_after: 1h", "give_up_after: 1h, "
+                                             "lane_lease: 2s"))
+    relays = [Relay(load_config(path, environ={}), path) for _ in range(2)]
+    for relay in relays:
+        await relay.start()
+    try:
+        fake_oneroute.customer_wrote(CUSTOMER, CONVERSATION)
+        async with TestClient(TestServer(relays[0].app())) as client:
+            running = Running(relays[0], client)
+            await running.post(customer_event())
+            await until(lambda: fake_telegram.messages)
+            first = fake_telegram.messages[0].message_id
+            await recorded(running, "ops", first)
+            fake_telegram.user_message(text="From one reader", reply_to=first)
+            await until(lambda: fake_oneroute.sent)
+            readers = [r for r in relays if any(getattr(listener, "running", False)
+                                                for listener in r.answering.listeners)]
+            assert len(readers) == 1
+            await readers[0].stop()
+            fake_telegram.user_message(text="From the other", reply_to=first)
+            await until(lambda: len(fake_oneroute.sent) == 2)
+        assert [m.text for m in fake_oneroute.sent] == ["From one reader", "From the other"]
+        assert fake_telegram.count(409) == 0
+    finally:
+        for relay in relays:
+            await relay.stop()
+
+
+async def test_slack_url_verification_and_no_signing_secret(
+    start: Start, tmp_path: Path, fake_slack: FakeSlack,
+) -> None:
+    running = await start()
+    challenge = {"type": "url_verification", "token": "x", "challenge": "c-123"}
+    headers, body = fake_slack.events_request(fake_slack_module.SIGNING_SECRET, challenge)
+    response = await running.client.post("/slack/events", data=body, headers=headers)
+    assert (response.status, await response.json()) == (200, {"challenge": "c-123"})
+    config = tmp_path / "relay.yaml"
+    config.write_text(config.read_text().replace(
+        f"signing_secret: {fake_slack_module.SIGNING_SECRET}", ""))
+    assert await running.relay.reload()
+    response = await running.client.post("/slack/events", data=body, headers=headers)
+    assert response.status == 404

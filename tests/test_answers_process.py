@@ -3,12 +3,14 @@ kill -9 before it reached OneRoute loses nothing — the restarted relay sends i
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from relay.store import store_for
 from tests.fakes import oneroute as fake_oneroute_module
 from tests.fakes import slack as fake_slack_module
 from tests.fakes.oneroute import FakeOneRoute
@@ -68,6 +70,22 @@ routes:
     return config
 
 
+async def thread_recorded(storage: str, parent: str) -> None:
+    """A person answers seconds after the relay posted; the test answers at once, so it
+    waits until the relay has recorded the thread first (as `relay dead` does, a second
+    store on the same data)."""
+    store = store_for(storage)
+    await store.open()
+    try:
+        for _ in range(1000):
+            if await store.conversation_of("support", parent):  # type: ignore[attr-defined]
+                return
+            await asyncio.sleep(0.02)
+    finally:
+        await store.close()
+    raise AssertionError("the relay did not record its thread")
+
+
 async def test_kill_9_between_acknowledgement_and_send_then_sent_after_restart(
     tmp_path: Path, storage: str, fake_slack: FakeSlack, fake_oneroute: FakeOneRoute,
     processes: list[RelayProcess],
@@ -88,6 +106,7 @@ async def test_kill_9_between_acknowledgement_and_send_then_sent_after_restart(
     assert await relay.post(body) == 200
     await until(lambda: fake_slack.messages)
     parent = fake_slack.messages[0].ts
+    await thread_recorded(storage, parent)
     fake_oneroute.faults.fail_next(1000, status=503)  # OneRoute is down: nothing goes out
     ts = fake_slack.human_message(text="Survives kill -9", thread_ts=parent)
     envelope = fake_slack.push_event(fake_slack.message_event(ts))

@@ -59,7 +59,7 @@ def test_custom_paths_for_the_numbers() -> None:
     ],
 )
 def test_refusals_in_plain_words(outcome: Permanent, words: str) -> None:
-    said = refusal_words(outcome, NUMBERS)
+    said = refusal_words(outcome)
     assert said.startswith("Not sent to the customer") and words in said
 
 

@@ -283,3 +283,32 @@ async def test_a_store_outage_is_a_503_with_the_reason(console: Console) -> None
     await console.relay.store.close()
     answer = await console.get("/api/events", status=503)
     assert "the store is unavailable" in answer["error"]
+
+
+async def test_answers_to_customers_are_listed_with_their_state(console: Console) -> None:
+    """An answer a teammate wrote in Slack is stored as an event for its answer lane
+    (relay/answers/intake.py); the console shows who wrote what, and its delivery."""
+    from relay.answers.intake import answer_body, answer_lane
+    from relay.answers.model import Reply
+    from relay.store.base import Incoming
+
+    reply = Reply("slack", "slack", "C1:1.2", "U0TEAMMATE", "On its way", 1.0, channel="C1")
+    body = answer_body(reply, "c1")
+    await console.relay.store.accept(
+        Incoming(body, "answer", "c1", (answer_lane("slack"),), time.time())
+    )
+    (shown,) = (await console.get("/api/events?event=answer"))["events"]
+    assert shown["answer"] is True and shown["routes"] == []
+    assert (shown["sender"], shown["text"], shown["medium"]) == (
+        "U0TEAMMATE",
+        "On its way",
+        "slack",
+    )
+    assert [(d["destination"], d["state"]) for d in shown["deliveries"]] == [
+        ("@answers:slack", "pending")
+    ]
+    page = await console.get(f"/api/events/{shown['id']}")
+    assert "OneRoute" in page["preview"]["@answers:slack"]["note"]
+    assert page["decision"]["routes"] == [] and "answer" in page["decision"]["note"]
+    lanes = {lane["destination"]: lane for lane in (await console.get("/api/lanes"))["lanes"]}
+    assert lanes["@answers:slack"]["type"] == "answers" and lanes["@answers:slack"]["pending"] == 1

@@ -26,12 +26,17 @@ TOKEN = "console-browser-token-0123456789"
 
 
 def event(conversation: str, n: int, name: str = "newMessage") -> bytes:
-    return json.dumps({
-        "event": name,
-        "message": {"content": f"{conversation}-msg-{n}", "sender": {"name": "Ada Obi"}},
-        "conversation": {"id": conversation, "customer": {"name": "Ada Obi"},
-                         "Channel": {"name": "Lagos line", "medium": "WHATSAPP"}},
-    }).encode()
+    return json.dumps(
+        {
+            "event": name,
+            "message": {"content": f"{conversation}-msg-{n}", "sender": {"name": "Ada Obi"}},
+            "conversation": {
+                "id": conversation,
+                "customer": {"name": "Ada Obi"},
+                "Channel": {"name": "Lagos line", "medium": "WHATSAPP"},
+            },
+        }
+    ).encode()
 
 
 class Running:
@@ -40,9 +45,10 @@ class Running:
 
     async def api(self, path: str, token: str | None = None) -> Any:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with aiohttp.ClientSession() as session, session.get(
-            self.console + path, headers=headers
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.console + path, headers=headers) as response,
+        ):
             assert response.status == 200, await response.text()
             return await response.json()
 
@@ -55,8 +61,9 @@ def processes() -> Iterator[list[RelayProcess]]:
         process.stop_quietly()
 
 
-async def start(tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess],
-                token: str | None) -> Running:
+async def start(
+    tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess], token: str | None
+) -> Running:
     port, admin = free_port(), free_port()
     config = tmp_path / "relay.yaml"
     config.write_text(
@@ -78,9 +85,10 @@ async def start(tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProc
     async def console_up() -> None:
         for _ in range(200):
             try:
-                async with aiohttp.ClientSession() as session, session.get(
-                    running.console + "/"
-                ) as response:
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(running.console + "/") as response,
+                ):
                     if response.status == 200:
                         return
             except aiohttp.ClientError:
@@ -138,6 +146,7 @@ async def test_token_prompt_live_events_filters_and_an_events_page(
     await browser.wait_for("#preview pre", "chat.postMessage")
     await browser.wait_for("#body", '"event": "campaignDeliveryReport"')
     await browser.wait_for("#deliveries", "support-slack")
+    await browser.wait_for("#deliveries table.attempts td", "sent")  # the attempt history
     await browser.screenshot("event")
 
     await browser.get(relay.console + "/lanes")
@@ -148,9 +157,7 @@ async def test_token_prompt_live_events_filters_and_an_events_page(
     await browser.size(390, 844)
     await browser.get(relay.console + "/")
     await browser.wait_for("#events tbody tr", "c-abuja-msg-3")
-    assert await browser.script(
-        "return document.documentElement.scrollWidth <= window.innerWidth"
-    )
+    assert await browser.script("return document.documentElement.scrollWidth <= window.innerWidth")
     await browser.screenshot("events-phone")
     page = await browser.script("return document.body.innerText")
     assert TOKEN not in page and fake_slack_module.BOT_TOKEN not in page

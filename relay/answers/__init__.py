@@ -9,6 +9,7 @@ answer through OneRoute's API (README: "Answering customers").
     send.py         the answer lanes' sender: numbers, OneRoute, the outcome
     feedback.py     a reaction or a reply where the answer was written
     echo.py         OneRoute's echo of an answer is not posted back where it came from
+    lease.py        one reader of a Telegram bot's updates among several instances
     wiring.py       listeners, answer lanes and POST /slack/events in a running relay
     doctor.py       relay doctor's checks of what answers need
 """

@@ -113,7 +113,7 @@ class AnswerSender:
         if isinstance(outcome, Sent):
             await self.feedback.accepted(reply)
         elif isinstance(outcome, Permanent):
-            await self.feedback.refused(reply, refusal_words(outcome, self.numbers))
+            await self.feedback.refused(reply, refusal_words(outcome))
         state = {Sent: "sent", RetryLater: "retried", Permanent: "dead"}[type(outcome)]
         reason = "" if isinstance(outcome, Sent) else str(outcome.reason)
         self.metrics.replies.labels(self.destination, state, reason).inc()
@@ -157,7 +157,7 @@ class AnswerSender:
         for body in bodies:
             reply, _ = read_answer(parse_event(body))
             self.metrics.replies.labels(self.destination, "dead", str(outcome.reason)).inc()
-            await self.feedback.refused(reply, refusal_words(outcome, self.numbers))
+            await self.feedback.refused(reply, refusal_words(outcome))
 
     async def close(self) -> None:
         await self.feedback.close()
@@ -165,7 +165,7 @@ class AnswerSender:
             await self.client.close()
 
 
-def refusal_words(outcome: Permanent, numbers: ReplyNumbers) -> str:
+def refusal_words(outcome: Permanent) -> str:
     """Why an answer was not sent, for the people in the thread."""
     if outcome.reason == Reason.NO_API_KEY:
         return (

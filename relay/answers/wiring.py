@@ -20,13 +20,15 @@ from aiohttp import web
 
 from relay.answers.feedback import Feedback, SlackFeedback, TelegramFeedback
 from relay.answers.intake import AnswerIntake, answer_lane
+from relay.answers.lease import Leased, LeaseStore
 from relay.answers.model import ReplySource
 from relay.answers.oneroute import OneRouteClient
 from relay.answers.send import AnswerSender, SenderStore, answer_courier
-from relay.answers.slack_in import SlackSocketListener, slack_events_handler
+from relay.answers.slack_in import Handler, SlackSocketListener, slack_events_handler
 from relay.answers.telegram_in import TelegramPoller
 from relay.config.model import Config
 from relay.integrations.base import Courier
+from relay.integrations.slack import fingerprint
 from relay.integrations.slack.config import SlackDestination
 from relay.integrations.telegram.config import TelegramDestination
 from relay.metrics import Metrics
@@ -39,7 +41,7 @@ class Listener(Protocol):
     async def close(self) -> None: ...
 
 
-def answering(config: Config) -> dict[str, SlackDestination | TelegramDestination]:
+def taking_replies(config: Config) -> dict[str, SlackDestination | TelegramDestination]:
     """The enabled destinations that take replies."""
     return {
         name: destination
@@ -51,7 +53,7 @@ def answering(config: Config) -> dict[str, SlackDestination | TelegramDestinatio
 
 
 def answer_lanes(config: Config) -> list[str]:
-    return [answer_lane(name) for name in answering(config)]
+    return [answer_lane(name) for name in taking_replies(config)]
 
 
 def answer_couriers(
@@ -60,7 +62,7 @@ def answer_couriers(
     """The courier of every answer lane (built, not started: nothing connects yet)."""
     key = config.oneroute.api_key
     couriers: dict[str, Courier[Any]] = {}
-    for name, destination in answering(config).items():
+    for name, destination in taking_replies(config).items():
         assert destination.token is not None
         token = destination.token.get_secret_value()
         feedback: Feedback
@@ -91,8 +93,8 @@ def listeners_signature(config: Config) -> tuple[Any, ...]:
     """What the listeners are built from: when it changes, a reload rebuilds them."""
     # The models themselves, not their repr: a repr hides secrets, so a new token would
     # look like no change.
-    destinations = sorted(answering(config).items(), key=lambda item: item[0])
-    return (*destinations, config.delivery.timeout)
+    destinations = sorted(taking_replies(config).items(), key=lambda item: item[0])
+    return (*destinations, config.delivery.timeout, config.delivery.lane_lease)
 
 
 def _source(name: str, destination: SlackDestination | TelegramDestination) -> ReplySource:
@@ -112,11 +114,13 @@ def _source(name: str, destination: SlackDestination | TelegramDestination) -> R
 class Answering:
     """The listeners of one config, and the Events API endpoint (swapped on reload)."""
 
-    def __init__(self, intake: AnswerIntake) -> None:
+    def __init__(self, intake: AnswerIntake, store: LeaseStore, owner: str) -> None:
         self.intake = intake
+        self.store = store
+        self.owner = owner
         self.listeners: list[Listener] = []
         self.signature: tuple[Any, ...] = ()
-        self._events: Any = None  # the current /slack/events handler, None: no signing secret
+        self._events: Handler | None = None  # /slack/events now; None: no signing secret
 
     async def start(self, config: Config) -> None:
         self.signature = listeners_signature(config)
@@ -124,7 +128,7 @@ class Answering:
         sockets: dict[tuple[str, str], list[ReplySource]] = {}
         secrets: dict[str, list[ReplySource]] = {}
         pollers: dict[tuple[str, str], list[ReplySource]] = {}
-        for name, destination in answering(config).items():
+        for name, destination in taking_replies(config).items():
             source = _source(name, destination)
             if isinstance(destination, SlackDestination):
                 replies = destination.replies
@@ -148,15 +152,29 @@ class Answering:
             )
             for (token, api_url), sources in sockets.items()
         ]
+        # One instance at a time reads a bot's updates (relay/answers/lease.py).
         listeners += [
-            TelegramPoller(
-                token=token, sources=sources, on_reply=self.intake, api_url=api_url, timeout=timeout
+            Leased(
+                TelegramPoller(
+                    token=token,
+                    sources=sources,
+                    on_reply=self.intake,
+                    api_url=api_url,
+                    timeout=timeout,
+                ),
+                self.store,
+                key=f"@telegram-updates:{fingerprint(token)}",
+                owner=self.owner,
+                ttl=config.delivery.lane_lease,
             )
             for (token, api_url), sources in pollers.items()
         ]
         self._events = slack_events_handler(secrets, self.intake) if secrets else None
         for listener in listeners:
-            await listener.start()
+            try:
+                await listener.start()
+            except Exception:  # one listener's trouble must not keep the relay from running
+                log.exception("could not start an answer listener")
         self.listeners = listeners
 
     async def close(self) -> None:
@@ -184,5 +202,4 @@ class Answering:
                 {"ok": False, "error": "no destination takes replies by the Events API"},
                 status=404,
             )
-        response: web.StreamResponse = await handler(request)
-        return response
+        return await handler(request)

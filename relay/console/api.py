@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from relay.answers.intake import LANE_PREFIX
 from relay.config.model import Config
 from relay.console import views
 from relay.destinations import preview
@@ -57,6 +58,10 @@ class Source:
     wake: Callable[[Sequence[str]], None]
     base: Path  # the config file's folder: template files are relative to it
     clock: Callable[[], float] = field(default=time.time)
+
+
+def _kind(name: str) -> str | None:
+    return "answers" if name.startswith(LANE_PREFIX) else None
 
 
 class BadRequest(Exception):
@@ -154,7 +159,9 @@ class API:
             item["attempts_made"] = [
                 views.attempt(a) for a in attempts if a.delivery_id == item["id"]
             ]
-        decision = decide(config.routes, body) if body is not None else None
+        decision = (
+            decide(config.routes, body) if body is not None and not summary["answer"] else None
+        )
         return self.answer(
             {
                 **summary,
@@ -162,7 +169,9 @@ class API:
                 "decision": {
                     "routes": list(decision.routes) if decision else [],
                     "destinations": list(decision.destinations) if decision else [],
-                    "note": "worked out again with the config in force now",
+                    "note": "an answer to a customer: not routed, its lane sends it to OneRoute"
+                    if summary["answer"]
+                    else "worked out again with the config in force now",
                 },
                 "preview": self._preview(config, body, [d.destination for d in deliveries]),
             }
@@ -177,6 +186,9 @@ class API:
         context = BuildContext(self.source.base, config.delivery.timeout, self.source.redactor)
         shown: dict[str, Any] = {}
         for name in names:
+            if name.startswith(LANE_PREFIX):
+                shown[name] = {"note": "an answer: sent as text to OneRoute's Send Session Message"}
+                continue
             destination = config.destinations.get(name)
             if destination is None or not destination.enabled:
                 shown[name] = {"error": "not in the config in force, or off"}
@@ -226,7 +238,9 @@ class API:
         now = self.source.clock()
         config, running = self.source.config(), self.source.lanes()
         counts = await self.source.store.lane_counts(now)
-        names = list(config.destinations) + sorted(set(counts) - set(config.destinations))
+        names = list(config.destinations) + sorted(
+            (set(counts) | set(running)) - set(config.destinations)
+        )  # then answer lanes, and destinations gone from the config with rows left
         lanes = []
         for name in names:
             destination = config.destinations.get(name)
@@ -236,8 +250,9 @@ class API:
             lanes.append(
                 {
                     "destination": name,
-                    "type": destination.type if destination is not None else None,
-                    "enabled": destination is not None and destination.enabled,
+                    "type": destination.type if destination is not None else _kind(name),
+                    "enabled": (destination is not None and destination.enabled)
+                    or (lane is not None),
                     "running": lane is not None and lane.running,
                     "pending": count.pending,
                     "oldest_age": views.age(count.oldest_created_at, now),

@@ -15,6 +15,7 @@ from relay.config.model import Config
 from relay.errors import InvalidEvent
 from relay.events import parse_event, text_at
 from relay.routing import decide
+from relay.store.replies import ANSWER_EVENT
 from relay.store.views import AttemptRow, DeadRow, DeliveryRow, EventRow
 
 SNIPPET = 140  # characters of a message's text shown in a list
@@ -51,17 +52,35 @@ def attempt(row: AttemptRow) -> dict[str, Any]:
     }
 
 
-def who_and_where(body: Mapping[str, Any] | None) -> dict[str, Any]:
+def _snippet(text: str | None) -> str | None:
+    return text[:SNIPPET] + ("…" if len(text) > SNIPPET else "") if text else None
+
+
+def is_answer(event: EventRow) -> bool:
+    """An answer a team member wrote to a customer (relay/answers/intake.py stores it as an
+    event of its own, delivered by the lane `@answers:<destination>` to OneRoute)."""
+    return event.event_name == ANSWER_EVENT
+
+
+def who_and_where(body: Mapping[str, Any] | None, answer: bool = False) -> dict[str, Any]:
     """Who wrote, to whom, on which channel, and the start of the text."""
     if body is None:
         return {"sender": None, "customer": None, "channel": None, "medium": None, "text": None}
+    if answer:  # {"conversation": ..., "reply": Reply}: a person in Slack or Telegram
+        return {
+            "sender": text_at(body, "reply.user"),
+            "customer": None,
+            "channel": text_at(body, "reply.destination"),
+            "medium": text_at(body, "reply.platform"),
+            "text": _snippet(text_at(body, "reply.text")),
+        }
     text = text_at(body, "message.content")
     return {
         "sender": text_at(body, "message.sender.name"),
         "customer": text_at(body, "conversation.customer.name"),
         "channel": text_at(body, "conversation.Channel.name"),
         "medium": text_at(body, "conversation.Channel.medium"),
-        "text": text[:SNIPPET] + ("…" if len(text) > SNIPPET else "") if text else None,
+        "text": _snippet(text),
     }
 
 
@@ -69,13 +88,16 @@ def event_summary(
     event: EventRow, deliveries: Sequence[DeliveryRow], config: Config
 ) -> dict[str, Any]:
     body = body_of(event)
+    answer = is_answer(event)
+    routed = body is not None and not answer  # an answer is not routed: it goes to OneRoute
     return {
         "id": event.id,
         "received_at": event.received_at,
         "event": event.event_name,
         "conversation": event.conversation,
-        **who_and_where(body),
-        "routes": list(decide(config.routes, body).routes) if body is not None else [],
+        "answer": answer,
+        **who_and_where(body, answer),
+        "routes": list(decide(config.routes, body).routes) if routed else [],
         "deliveries": [delivery(row) for row in deliveries],
     }
 

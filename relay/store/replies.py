@@ -7,7 +7,8 @@
 - `answers_out`: what an answer said and where it came from, written before it is sent to
   OneRoute, so that OneRoute's echo of it (a `newMessage` from an agent) is not posted
   back into the thread it came from. A digest of the text, not the text.
-- The conversation's latest events, where an answer's phone numbers are.
+- The conversation's latest events, where an answer's phone numbers are (found by the
+  `events_conversation` index of migration 5).
 
 The tables are created by migration 6 (relay/store/schema.py). The methods are mixed into
 the shared store (relay/store/shared.py) and use its `_read` and `_write`.

@@ -80,7 +80,10 @@ async def _check(token: str, destination: TelegramDestination, link: Link) -> st
         member = None
         if chat.type != Chat.PRIVATE:
             member = await _call(bot.get_chat_member(chat.id, me.id), chat_id, link, redact)
-        return _may_post(me, chat, member, topic_id)
+        message = _may_post(me, chat, member, topic_id)
+        if destination.topic_per_conversation:
+            _check_topics(chat, member)
+        return message
     finally:
         await request.shutdown()
 
@@ -164,6 +167,23 @@ def _check_topic(topic_id: int | None, chat: ChatFullInfo) -> None:
             "broken",
             f"topic_id {topic_id} is set, but {_describe(chat)} is not a forum — remove "
             "topic_id, or turn on Topics in the group's settings",
+        )
+
+
+def _check_topics(chat: ChatFullInfo, member: ChatMember | None) -> None:
+    """topic_per_conversation opens topics: a forum, and the right to manage its topics."""
+    if not chat.is_forum:
+        raise Finding(
+            "broken",
+            f"topic_per_conversation is on, but {_describe(chat)} is not a forum — turn on "
+            "Topics in the group's settings, or turn topic_per_conversation off",
+        )
+    status = member.status if member is not None else None
+    if status != ChatMember.OWNER and not getattr(member, "can_manage_topics", False):
+        raise Finding(
+            "broken",
+            f"topic_per_conversation is on, but the bot may not manage topics in "
+            f"{_describe(chat)} — make it an administrator with Manage Topics",
         )
 
 
