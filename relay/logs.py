@@ -31,8 +31,9 @@ def _fields_of(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _timestamp(created: float) -> str:
-    """`created` (a LogRecord's: time.time()) as UTC with milliseconds, as LogRecord counts
-    them; the seconds part is formatted once per second (a line per request)."""
+    """`created` (a LogRecord's: time.time()) as UTC with milliseconds, counted as Python
+    3.11's LogRecord counts its msecs; the seconds part is formatted once per second, not
+    once per line (a line per request)."""
     whole = int(created)
     second, text = _last_second[0]  # one tuple, replaced whole: safe across threads
     if second != whole:

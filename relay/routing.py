@@ -216,6 +216,10 @@ class Router:
     without `when`. A regex is usually on free text (`message.content`), every event a new
     key, so routes with one are decided afresh each time; so are events whose values at
     those paths are lists or objects. The cache is bounded (cleared when full).
+
+    Why: ingest decides once per request, and `decide` follows every route's paths each
+    time (1.7 us for one route without `when`, 11 us for config/full.yaml's three routes
+    without a regex; 0.1 and 2.7 us from the cache).
     """
 
     CACHE_SIZE = 1024
