@@ -23,7 +23,6 @@ from tests.fakes import telegram as fake_telegram_module
 from tests.fakes.oneroute import FakeOneRoute
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
-from tests.pg import pg_database, pg_url  # noqa: F401 - fixtures
 from tests.waiting import until
 
 pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
@@ -49,19 +48,6 @@ def customer_event(text: str = "Where is my order?", conversation: str = CONVERS
                          "Channel": {"id": "ch-1", "name": "Lagos line", "medium": "WHATSAPP",
                                      "phone": BUSINESS}},
     }).encode()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        return str(request.getfixturevalue("pg_url"))
-    return f"sqlite:///{tmp_path}/relay.db"
-
-
-@pytest.fixture
-async def fake_oneroute() -> AsyncIterator[FakeOneRoute]:
-    async with FakeOneRoute.running() as fake:
-        yield fake
 
 
 class Running:
@@ -483,7 +469,7 @@ async def test_giving_up_on_an_answer_is_said_in_the_thread(
 
 async def test_two_instances_take_turns_reading_a_telegram_bot(
     tmp_path: Path, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
-    fake_oneroute: FakeOneRoute, pg_url: str,  # noqa: F811 - the fixture
+    fake_oneroute: FakeOneRoute, pg_url: str,
 ) -> None:
     """Telegram gives a bot's updates to one reader: two instances on one database do not
     interrupt each other, and when the reader stops, the other reads."""

@@ -63,13 +63,6 @@ class Console:
         return await response.json()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        return str(request.getfixturevalue("pg_url"))
-    return f"sqlite:///{tmp_path}/relay.db"
-
-
 @pytest.fixture
 async def console(
     tmp_path: Path, storage: str, fake_slack: FakeSlack, aiohttp_client: Any

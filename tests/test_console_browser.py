@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from tests.browser import Browser
 from tests.fakes import slack as fake_slack_module
@@ -51,14 +49,6 @@ class Running:
         ):
             assert response.status == 200, await response.text()
             return await response.json()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[RelayProcess]]:
-    started: list[RelayProcess] = []
-    yield started
-    for process in started:
-        process.stop_quietly()
 
 
 async def start(
