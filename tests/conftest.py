@@ -3,15 +3,17 @@ python-telegram-bot clients are exercised end to end (tests/fakes/README.md)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
 from relay.store.sqlite import SQLiteStore
+from tests.fakes.oneroute import FakeOneRoute
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
+from tests.process import RelayProcess
 
 # pg_database, pg_url, pg_empty_url: a real PostgreSQL database on 127.0.0.1:5432;
 # browser: a headless Chromium (the console's browser tests).
@@ -32,6 +34,32 @@ async def fake_telegram() -> AsyncIterator[FakeTelegram]:
     supergroup `CHAT_ID`."""
     async with FakeTelegram.running() as telegram:
         yield telegram
+
+
+@pytest.fixture
+async def fake_oneroute() -> AsyncIterator[FakeOneRoute]:
+    """A fresh fake OneRoute API at `.api_url` (what answers are sent to)."""
+    async with FakeOneRoute.running() as fake:
+        yield fake
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A relay's `storage:` URL, once per engine: a fresh SQLite file, then an emptied
+    PostgreSQL database (`pg_url`)."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    return f"sqlite:///{tmp_path}/relay.db"
+
+
+@pytest.fixture
+def processes() -> Iterator[list[RelayProcess]]:
+    """Where a test puts the `RelayProcess`es it starts (tests/process.py): each is killed
+    at the end, if it is still running."""
+    started: list[RelayProcess] = []
+    yield started
+    for process in started:
+        process.stop_quietly()
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from tests.fakes import telegram as fake_telegram_module
 from tests.fakes.oneroute import FakeOneRoute
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
-from tests.pg import pg_database, pg_url  # noqa: F401 - fixtures
 from tests.waiting import until
 
 pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
@@ -49,19 +48,6 @@ def customer_event(text: str = "Where is my order?", conversation: str = CONVERS
                          "Channel": {"id": "ch-1", "name": "Lagos line", "medium": "WHATSAPP",
                                      "phone": BUSINESS}},
     }).encode()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        return str(request.getfixturevalue("pg_url"))
-    return f"sqlite:///{tmp_path}/relay.db"
-
-
-@pytest.fixture
-async def fake_oneroute() -> AsyncIterator[FakeOneRoute]:
-    async with FakeOneRoute.running() as fake:
-        yield fake
 
 
 class Running:
@@ -211,16 +197,40 @@ async def answer_in_thread(slack: FakeSlack, parent: str, text: str, **extra: An
     return ts
 
 
+async def sent_texts(oneroute: FakeOneRoute, count: int = 1) -> list[str]:
+    """The texts sent to customers, once there are `count`."""
+    await until(lambda: len(oneroute.sent) >= count)
+    return [m.text for m in oneroute.sent]
+
+
+CustomerThread = Callable[..., Awaitable[tuple[Running, str]]]
+
+
+@pytest.fixture
+def customer_thread(
+    start: Start, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
+    fake_oneroute: FakeOneRoute,
+) -> CustomerThread:
+    """Start a relay (with `start`'s options) and post the customer's message: the relay and
+    the Slack thread's parent ts. The customer wrote within OneRoute's 24-hour window, unless
+    `in_window=False` (then OneRoute refuses answers)."""
+
+    async def run(*, in_window: bool = True, **options: Any) -> tuple[Running, str]:
+        running = await start(**options)
+        if in_window:
+            fake_oneroute.customer_wrote(CUSTOMER, CONVERSATION)
+        return running, await conversation_in_slack(running, fake_slack, fake_telegram)
+
+    return run
+
+
 # --- Slack ---------------------------------------------------------------------------------------
 
 
 async def test_a_thread_answer_reaches_the_customer_and_is_marked(
-    start: Start, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
-    fake_oneroute: FakeOneRoute,
+    customer_thread: CustomerThread, fake_slack: FakeSlack, fake_oneroute: FakeOneRoute,
 ) -> None:
-    running = await start()
-    fake_oneroute.customer_wrote(CUSTOMER, CONVERSATION)
-    parent = await conversation_in_slack(running, fake_slack, fake_telegram)
+    running, parent = await customer_thread()
     ts = await answer_in_thread(fake_slack, parent, "On its way & <soon>")
     await until(lambda: fake_oneroute.sent)
     (sent,) = fake_oneroute.sent
@@ -232,12 +242,9 @@ async def test_a_thread_answer_reaches_the_customer_and_is_marked(
 
 
 async def test_a_retried_event_is_sent_once(
-    start: Start, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
-    fake_oneroute: FakeOneRoute,
+    customer_thread: CustomerThread, fake_slack: FakeSlack, fake_oneroute: FakeOneRoute,
 ) -> None:
-    running = await start()
-    fake_oneroute.customer_wrote(CUSTOMER, CONVERSATION)
-    parent = await conversation_in_slack(running, fake_slack, fake_telegram)
+    running, parent = await customer_thread()
     ts = fake_slack.human_message(text="Sent once", thread_ts=parent)
     event = fake_slack.message_event(ts)
     fake_slack.push_event(event, event_id="Ev01")
@@ -252,12 +259,9 @@ async def test_a_retried_event_is_sent_once(
 
 
 async def test_what_is_not_an_answer_is_not_sent(
-    start: Start, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
-    fake_oneroute: FakeOneRoute,
+    customer_thread: CustomerThread, fake_slack: FakeSlack, fake_oneroute: FakeOneRoute,
 ) -> None:
-    running = await start()
-    fake_oneroute.customer_wrote(CUSTOMER, CONVERSATION)
-    parent = await conversation_in_slack(running, fake_slack, fake_telegram)
+    running, parent = await customer_thread()
     bot_reply = fake_slack.human_message(text="a bot", thread_ts=parent)
     fake_slack.push_event(fake_slack.message_event(
         bot_reply, bot_id="B0OTHER", bot_profile={"id": "B0OTHER"}))
@@ -276,11 +280,9 @@ async def test_what_is_not_an_answer_is_not_sent(
 
 
 async def test_a_refusal_is_explained_in_the_thread(
-    start: Start, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
-    fake_oneroute: FakeOneRoute,
+    customer_thread: CustomerThread, fake_slack: FakeSlack, fake_oneroute: FakeOneRoute,
 ) -> None:
-    running = await start()  # the customer has not written within 24 hours
-    parent = await conversation_in_slack(running, fake_slack, fake_telegram)
+    running, parent = await customer_thread(in_window=False)
     await answer_in_thread(fake_slack, parent, "Too late?")
 
     def explained() -> list[Any]:
@@ -295,11 +297,10 @@ async def test_a_refusal_is_explained_in_the_thread(
 
 
 async def test_no_number_and_no_key_are_explained(
-    start: Start, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
-    fake_oneroute: FakeOneRoute,
+    start: Start, customer_thread: CustomerThread, fake_slack: FakeSlack,
+    fake_telegram: FakeTelegram, fake_oneroute: FakeOneRoute,
 ) -> None:
-    running = await start(api_key=None)
-    parent = await conversation_in_slack(running, fake_slack, fake_telegram)
+    running, parent = await customer_thread(in_window=False, api_key=None)
     await answer_in_thread(fake_slack, parent, "No key")
     await until(lambda: any("no OneRoute API key" in (m.text or "")
                             for m in relay_posts(fake_slack)))
@@ -316,12 +317,9 @@ async def test_no_number_and_no_key_are_explained(
 
 
 async def test_oneroute_down_then_sent_after_it_returns(
-    start: Start, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
-    fake_oneroute: FakeOneRoute,
+    customer_thread: CustomerThread, fake_slack: FakeSlack, fake_oneroute: FakeOneRoute,
 ) -> None:
-    running = await start()
-    fake_oneroute.customer_wrote(CUSTOMER, CONVERSATION)
-    parent = await conversation_in_slack(running, fake_slack, fake_telegram)
+    _, parent = await customer_thread()
     fake_oneroute.faults.fail_next(2, status=503)
     await answer_in_thread(fake_slack, parent, "Eventually")
     await until(lambda: fake_oneroute.sent, within=30)
@@ -350,12 +348,9 @@ async def test_the_echo_is_not_posted_back(
 
 
 async def test_events_api_refuses_a_bad_signature_and_stores_nothing(
-    start: Start, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
-    fake_oneroute: FakeOneRoute,
+    customer_thread: CustomerThread, fake_slack: FakeSlack, fake_oneroute: FakeOneRoute,
 ) -> None:
-    running = await start()
-    fake_oneroute.customer_wrote(CUSTOMER, CONVERSATION)
-    parent = await conversation_in_slack(running, fake_slack, fake_telegram)
+    running, parent = await customer_thread()
     ts = fake_slack.human_message(text="forged", thread_ts=parent)
     payload = fake_slack.event_payload(fake_slack.message_event(ts))
     headers, body = fake_slack.events_request("not-the-signing-secret", payload)
@@ -374,12 +369,9 @@ async def test_events_api_refuses_a_bad_signature_and_stores_nothing(
 
 
 async def test_a_telegram_reply_reaches_the_customer(
-    start: Start, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
-    fake_oneroute: FakeOneRoute,
+    customer_thread: CustomerThread, fake_telegram: FakeTelegram, fake_oneroute: FakeOneRoute,
 ) -> None:
-    running = await start()
-    fake_oneroute.customer_wrote(CUSTOMER, CONVERSATION)
-    await conversation_in_slack(running, fake_slack, fake_telegram)
+    running, _ = await customer_thread()
     await running.post(customer_event("And another thing"))
     await until(lambda: len(fake_telegram.messages) >= 2)
     second = fake_telegram.messages[1].message_id  # not the first: any message of the relay
@@ -392,18 +384,15 @@ async def test_a_telegram_reply_reaches_the_customer(
     fake_telegram.user_message(text="Note: internal", reply_to=second)
     fake_telegram.user_message(text="stranger", reply_to=second, user_id=99)
     fake_telegram.user_message(text="Second answer", reply_to=second)
-    await until(lambda: len(fake_oneroute.sent) == 2)
-    assert [m.text for m in fake_oneroute.sent] == ["Telegram answer", "Second answer"]
+    assert await sent_texts(fake_oneroute, 2) == ["Telegram answer", "Second answer"]
 
 
 async def test_a_topic_per_conversation_and_a_message_in_it_is_an_answer(
-    start: Start, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
+    start: Start, customer_thread: CustomerThread, fake_telegram: FakeTelegram,
     fake_oneroute: FakeOneRoute,
 ) -> None:
     fake_telegram.add_chat(fake_telegram_module.CHAT_ID, forum=True)
-    running = await start(telegram_extra="topic_per_conversation: true")
-    fake_oneroute.customer_wrote(CUSTOMER, CONVERSATION)
-    await conversation_in_slack(running, fake_slack, fake_telegram)
+    running, _ = await customer_thread(telegram_extra="topic_per_conversation: true")
     await running.post(customer_event("Second message"))
     await running.post(customer_event("Another customer", conversation="conv-other"))
     await until(lambda: len(fake_telegram.messages) >= 3)
@@ -426,28 +415,23 @@ async def test_a_topic_per_conversation_and_a_message_in_it_is_an_answer(
 
 
 async def test_a_dead_answer_is_sent_after_relay_dead_retry(
-    start: Start, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
-    fake_oneroute: FakeOneRoute,
+    customer_thread: CustomerThread, fake_slack: FakeSlack, fake_oneroute: FakeOneRoute,
 ) -> None:
-    running = await start()  # outside the 24-hour window: refused, dead-lettered
-    parent = await conversation_in_slack(running, fake_slack, fake_telegram)
+    running, parent = await customer_thread(in_window=False)  # refused, dead-lettered
     await answer_in_thread(fake_slack, parent, "Once more")
     (letter,) = await dead_letters(running, 1)
     fake_oneroute.customer_wrote(CUSTOMER, CONVERSATION)  # the customer writes again
     assert await running.relay.store.revive([letter.id], letter.died_at) == 1
     running.relay._wake([letter.destination])
-    await until(lambda: fake_oneroute.sent)
-    assert [m.text for m in fake_oneroute.sent] == ["Once more"]
+    assert await sent_texts(fake_oneroute) == ["Once more"]
     await until(lambda: fake_slack.reactions)
 
 
 async def test_a_reload_starts_the_new_listeners_and_closes_the_old(
-    start: Start, tmp_path: Path, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
+    customer_thread: CustomerThread, tmp_path: Path, fake_slack: FakeSlack,
     fake_oneroute: FakeOneRoute,
 ) -> None:
-    running = await start()
-    fake_oneroute.customer_wrote(CUSTOMER, CONVERSATION)
-    parent = await conversation_in_slack(running, fake_slack, fake_telegram)
+    running, parent = await customer_thread()
     await until(lambda: fake_slack.sockets)
     config = tmp_path / "relay.yaml"
     config.write_text(config.read_text().replace(f"from_users: [{TEAMMATE}]",
@@ -456,8 +440,7 @@ async def test_a_reload_starts_the_new_listeners_and_closes_the_old(
     await until(lambda: fake_slack.socket_connections >= 2 and len(fake_slack.sockets) == 1)
     await answer_in_thread(fake_slack, parent, "old teammate")
     await answer_in_thread(fake_slack, parent, "From the newcomer", user="U0NEWCOMER")
-    await until(lambda: fake_oneroute.sent)
-    assert [m.text for m in fake_oneroute.sent] == ["From the newcomer"]
+    assert await sent_texts(fake_oneroute) == ["From the newcomer"]
     listeners = list(running.relay.answering.listeners)
     await running.relay.stop()  # closes every listener: no socket, no poller left running
     await until(lambda: not fake_slack.sockets)
@@ -467,12 +450,9 @@ async def test_a_reload_starts_the_new_listeners_and_closes_the_old(
 
 
 async def test_giving_up_on_an_answer_is_said_in_the_thread(
-    start: Start, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
-    fake_oneroute: FakeOneRoute,
+    customer_thread: CustomerThread, fake_slack: FakeSlack, fake_oneroute: FakeOneRoute,
 ) -> None:
-    running = await start(give_up_after="1s")
-    fake_oneroute.customer_wrote(CUSTOMER, CONVERSATION)
-    parent = await conversation_in_slack(running, fake_slack, fake_telegram)
+    running, parent = await customer_thread(give_up_after="1s")
     fake_oneroute.faults.fail_next(1000, status=503)
     await answer_in_thread(fake_slack, parent, "Never arrives")
     (letter,) = await dead_letters(running, 1)
@@ -483,7 +463,7 @@ async def test_giving_up_on_an_answer_is_said_in_the_thread(
 
 async def test_two_instances_take_turns_reading_a_telegram_bot(
     tmp_path: Path, fake_slack: FakeSlack, fake_telegram: FakeTelegram,
-    fake_oneroute: FakeOneRoute, pg_url: str,  # noqa: F811 - the fixture
+    fake_oneroute: FakeOneRoute, pg_url: str,
 ) -> None:
     """Telegram gives a bot's updates to one reader: two instances on one database do not
     interrupt each other, and when the reader stops, the other reads."""

@@ -5,43 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-
-import pytest
 
 from relay.store import store_for
 from tests.fakes import oneroute as fake_oneroute_module
 from tests.fakes import slack as fake_slack_module
 from tests.fakes.oneroute import FakeOneRoute
 from tests.fakes.slack import FakeSlack
-from tests.pg import pg_database, pg_url  # noqa: F401 - fixtures
 from tests.process import RelayProcess, free_port
 from tests.waiting import until
 
 SECRET = "answers-process-secret"
 CUSTOMER = "+2348099990000"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        return str(request.getfixturevalue("pg_url"))
-    return f"sqlite:///{tmp_path}/relay.db"
-
-
-@pytest.fixture
-async def fake_oneroute() -> AsyncIterator[FakeOneRoute]:
-    async with FakeOneRoute.running() as fake:
-        yield fake
-
-
-@pytest.fixture
-def processes() -> Iterator[list[RelayProcess]]:
-    started: list[RelayProcess] = []
-    yield started
-    for process in started:
-        process.stop_quietly()
 
 
 def write_config(tmp_path: Path, storage: str, slack: FakeSlack, oneroute: FakeOneRoute,

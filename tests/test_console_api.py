@@ -18,25 +18,12 @@ from relay.errors import ConfigError
 from relay.ingest.signature import sign
 from relay.service import Relay
 from tests.fakes import slack as fake_slack_module
+from tests.fakes.oneroute import customer_event
 from tests.fakes.slack import FakeSlack
 
 SECRET = "console-test-secret"
 TOKEN = "console-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def event(conversation: str, n: int, name: str = "newMessage") -> bytes:
-    return json.dumps(
-        {
-            "event": name,
-            "message": {"content": f"{conversation}-{n}", "sender": {"name": "Ada"}},
-            "conversation": {
-                "id": conversation,
-                "customer": {"name": "Ada Customer"},
-                "Channel": {"name": "Lagos line", "medium": "WHATSAPP"},
-            },
-        }
-    ).encode()
 
 
 class Console:
@@ -61,13 +48,6 @@ class Console:
         response = await self.client.post(path, json=data, headers={**AUTH, **headers})
         assert response.status == status, await response.text()
         return await response.json()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        return str(request.getfixturevalue("pg_url"))
-    return f"sqlite:///{tmp_path}/relay.db"
 
 
 @pytest.fixture
@@ -124,12 +104,12 @@ async def test_every_api_request_needs_the_token(console: Console) -> None:
 
 
 async def test_page_shells_load_without_the_token_and_hold_no_data(console: Console) -> None:
-    event_id = await console.post_event(event("c1", 1))
+    event_id = await console.post_event(customer_event("c1", 1))
     for path in ("/", "/lanes", "/dead", f"/events/{event_id}", "/static/console.js"):
         response = await console.client.get(path)
         assert response.status == 200, path
         text = await response.text()
-        assert "c1-1" not in text and TOKEN not in text
+        assert "c1-msg-1" not in text and TOKEN not in text
         assert response.headers["X-Frame-Options"] == "DENY"
         assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     assert 'data-token-required="yes"' in await (await console.client.get("/")).text()
@@ -184,8 +164,8 @@ def test_a_console_open_to_other_machines_needs_a_token() -> None:
 
 
 async def test_events_newest_first_with_deliveries_routes_and_who(console: Console) -> None:
-    first = await console.post_event(event("c1", 1))
-    second = await console.post_event(event("c2", 1, name="campaignDeliveryReport"))
+    first = await console.post_event(customer_event("c1", 1))
+    second = await console.post_event(customer_event("c2", 1, name="campaignDeliveryReport"))
     await delivered(console, first)
     listed = (await console.get("/api/events"))["events"]
     assert [e["id"] for e in listed] == [second, first]
@@ -194,12 +174,12 @@ async def test_events_newest_first_with_deliveries_routes_and_who(console: Conso
     assert oldest["routes"] == ["everything"]
     assert oldest["sender"] == "Ada" and oldest["customer"] == "Ada Customer"
     assert oldest["channel"] == "Lagos line" and oldest["medium"] == "WHATSAPP"
-    assert oldest["text"] == "c1-1" and oldest["conversation"] == "c1"
+    assert oldest["text"] == "c1-msg-1" and oldest["conversation"] == "c1"
     assert [(d["destination"], d["state"]) for d in oldest["deliveries"]] == [("slack", "sent")]
 
 
 async def test_filters_and_keyset_pages(console: Console) -> None:
-    ids = [await console.post_event(event(f"c{n % 2}", n)) for n in range(5)]
+    ids = [await console.post_event(customer_event(f"c{n % 2}", n)) for n in range(5)]
     for i in ids:
         await delivered(console, i)
     page = await console.get("/api/events?limit=2")
@@ -219,13 +199,13 @@ async def test_filters_and_keyset_pages(console: Console) -> None:
 async def test_an_events_page_shows_body_decision_preview_and_attempts(
     console: Console,
 ) -> None:
-    event_id = await console.post_event(event("c1", 1))
+    event_id = await console.post_event(customer_event("c1", 1))
     shown = await delivered(console, event_id)
-    assert shown["body"]["message"]["content"] == "c1-1"
+    assert shown["body"]["message"]["content"] == "c1-msg-1"
     assert shown["decision"]["routes"] == ["everything"]
     assert shown["decision"]["destinations"] == ["slack"]
     (call,) = shown["preview"]["slack"]
-    assert "c1-1" in json.dumps(call) and fake_slack_module.BOT_TOKEN not in json.dumps(shown)
+    assert "c1-msg-1" in json.dumps(call) and fake_slack_module.BOT_TOKEN not in json.dumps(shown)
     assert "attempts_made" in shown["deliveries"][0]
     missing = await console.get("/api/events/999999", status=404)
     assert "no event" in missing["error"]
@@ -238,7 +218,7 @@ async def test_dead_letters_retried_one_and_by_filter_then_delivered(
     console: Console, fake_slack: FakeSlack
 ) -> None:
     fake_slack.channels[fake_slack_module.CHANNEL].archived = True
-    ids = [await console.post_event(event(f"c{n}", n)) for n in range(3)]
+    ids = [await console.post_event(customer_event(f"c{n}", n)) for n in range(3)]
     for event_id in ids:
         await delivered(console, event_id, "dead")
     dead = (await console.get("/api/dead"))["dead"]
@@ -271,7 +251,7 @@ async def test_dead_letters_retried_one_and_by_filter_then_delivered(
 
 async def test_no_answer_shows_a_secret(console: Console, fake_slack: FakeSlack) -> None:
     # A customer who pastes the bot token into a message: the console masks it too.
-    event_id = await console.post_event(event(fake_slack_module.BOT_TOKEN, 1))
+    event_id = await console.post_event(customer_event(fake_slack_module.BOT_TOKEN, 1))
     await delivered(console, event_id)
     for path in ("/api/events", f"/api/events/{event_id}", "/api/lanes", "/api/dead"):
         text = json.dumps(await console.get(path))

@@ -7,36 +7,20 @@ are saved under the test's tmp_path (screenshots/)."""
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from tests.browser import Browser
 from tests.fakes import slack as fake_slack_module
+from tests.fakes.oneroute import customer_event
 from tests.fakes.slack import FakeSlack
 from tests.process import RelayProcess, free_port
 from tests.waiting import until
 
 SECRET = "console-browser-secret"
 TOKEN = "console-browser-token-0123456789"
-
-
-def event(conversation: str, n: int, name: str = "newMessage") -> bytes:
-    return json.dumps(
-        {
-            "event": name,
-            "message": {"content": f"{conversation}-msg-{n}", "sender": {"name": "Ada Obi"}},
-            "conversation": {
-                "id": conversation,
-                "customer": {"name": "Ada Obi"},
-                "Channel": {"name": "Lagos line", "medium": "WHATSAPP"},
-            },
-        }
-    ).encode()
 
 
 class Running:
@@ -51,14 +35,6 @@ class Running:
         ):
             assert response.status == 200, await response.text()
             return await response.json()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[RelayProcess]]:
-    started: list[RelayProcess] = []
-    yield started
-    for process in started:
-        process.stop_quietly()
 
 
 async def start(
@@ -104,7 +80,7 @@ async def test_token_prompt_live_events_filters_and_an_events_page(
     tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess], browser: Browser
 ) -> None:
     relay = await start(tmp_path, fake_slack, processes, TOKEN)
-    assert await relay.process.post(event("c-lagos", 1)) == 200
+    assert await relay.process.post(customer_event("c-lagos", 1)) == 200
 
     # The token is asked for once; a wrong one is refused and asked for again.
     await browser.get(relay.console + "/")
@@ -119,8 +95,8 @@ async def test_token_prompt_live_events_filters_and_an_events_page(
     # New events appear without a reload (and the token is not asked for again).
     assert await browser.script("window.marker = 1; return window.marker") == 1
     for n in (2, 3):
-        assert await relay.process.post(event("c-abuja", n, "newMessage")) == 200
-    assert await relay.process.post(event("c-lagos", 4, "campaignDeliveryReport")) == 200
+        assert await relay.process.post(customer_event("c-abuja", n, "newMessage")) == 200
+    assert await relay.process.post(customer_event("c-lagos", 4, "campaignDeliveryReport")) == 200
     await browser.wait_for("#events tbody tr", "c-abuja-msg-3")
     assert await browser.script("return window.marker") == 1
     await all_sent(relay)
@@ -186,7 +162,7 @@ async def test_retrying_a_dead_letter_by_clicking_and_another_origin_refused(
     relay = await start(tmp_path, fake_slack, processes, token=None)
     fake_slack.channels[fake_slack_module.CHANNEL].archived = True
     for n in (1, 2):
-        assert await relay.process.post(event(f"c-{n}", n)) == 200
+        assert await relay.process.post(customer_event(f"c-{n}", n)) == 200
 
     async def dead() -> list[Any]:
         return list((await relay.api("/api/dead"))["dead"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,14 +61,6 @@ async def start_relay(
     processes.append(relay)
     await relay.start()
     return relay
-
-
-@pytest.fixture
-def processes() -> Iterator[list[RelayProcess]]:
-    started: list[RelayProcess] = []
-    yield started
-    for process in started:
-        process.stop_quietly()
 
 
 async def test_kill_9_mid_delivery_then_restart_delivers_every_acknowledged_event(

@@ -9,20 +9,17 @@ refused by then.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Protocol
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-from telegram import Bot
-from telegram.request import HTTPXRequest
 
 from relay.answers.model import Reply
 from relay.integrations.slack.send import close_web_client, web_client
-from relay.integrations.telegram.send import LIBRARY_LOGGERS, build_bot
+from relay.integrations.telegram.send import LazyBot
 from relay.logs import fields
 from relay.outcome import describe, short_detail
-from relay.redact import Redactor, scrub_loggers
+from relay.redact import Redactor
 
 log = logging.getLogger("relay.answers")
 
@@ -84,10 +81,7 @@ class TelegramFeedback:
 
     def __init__(self, *, token: str, api_url: str, timeout: float) -> None:
         self.redact = Redactor(token)
-        self._token, self._api_url, self._timeout = token, api_url, timeout
-        self._bot: Bot | None = None
-        self._request: HTTPXRequest | None = None
-        self._unscrub: Callable[[], None] | None = None
+        self._bot = LazyBot(token, self.redact, api_url=api_url, timeout=timeout)
 
     async def accepted(self, reply: Reply) -> None:
         reaction = [{"type": "emoji", "emoji": TELEGRAM_ACCEPTED}]
@@ -112,22 +106,11 @@ class TelegramFeedback:
         await self._call(reply, "say why the answer was not sent", "sendMessage", params)
 
     async def close(self) -> None:
-        if self._request is not None:
-            await self._request.shutdown()
-        self._bot = self._request = None
-        if self._unscrub is not None:
-            self._unscrub()
-            self._unscrub = None
+        await self._bot.close()
 
     async def _call(self, reply: Reply, what: str, method: str, params: dict[str, object]) -> None:
         try:
-            if self._request is None:
-                self._unscrub = scrub_loggers(LIBRARY_LOGGERS, self.redact)
-                self._bot, self._request = build_bot(
-                    self._token, api_url=self._api_url, timeout=self._timeout
-                )
-            assert self._bot is not None
-            await self._bot.do_api_request(method, api_kwargs=params, return_type=None)
+            await self._bot.get().do_api_request(method, api_kwargs=params, return_type=None)
         except Exception as exc:
             _trouble(reply, what, exc, self.redact)
 

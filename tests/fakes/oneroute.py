@@ -33,6 +33,22 @@ BUSINESS = "+2348000000001"
 WINDOW = 24 * 3600.0
 
 
+def customer_event(conversation: str, n: int, name: str = "newMessage") -> bytes:
+    """A webhook event of the n-th message of a conversation on the "Lagos line" (a
+    customer, a channel: what the console lists); its text is `<conversation>-msg-<n>`."""
+    return json.dumps(
+        {
+            "event": name,
+            "message": {"content": f"{conversation}-msg-{n}", "sender": {"name": "Ada"}},
+            "conversation": {
+                "id": conversation,
+                "customer": {"name": "Ada Customer"},
+                "Channel": {"name": "Lagos line", "medium": "WHATSAPP"},
+            },
+        }
+    ).encode()
+
+
 @dataclass(frozen=True)
 class SessionMessage:
     """What OneRoute accepted: from the business number to a customer."""

@@ -90,14 +90,9 @@ class TelegramSender:
         timeout: float = 10.0,
     ) -> None:
         self.redact = Redactor(token)
-        self._token = token
         self._chat_id = chat_id
         self._topic_id = topic_id
-        self._api_url = api_url
-        self._timeout = timeout
-        self._bot: _Bot | None = None
-        self._request: HTTPXRequest | None = None
-        self._unscrub: Callable[[], None] | None = None
+        self._bot = LazyBot(token, self.redact, api_url=api_url, timeout=timeout)
 
     @property
     def chat_id(self) -> int | str:
@@ -128,19 +123,13 @@ class TelegramSender:
         return Sent(ref=str(result["message_id"]))
 
     async def close(self) -> None:
-        # Not Bot.shutdown(): it only closes what Bot.initialize() opened, and we skip that.
-        if self._request is not None:
-            await self._request.shutdown()
-        self._bot = self._request = None
-        if self._unscrub is not None:
-            self._unscrub()
-            self._unscrub = None
+        await self._bot.close()
 
     async def create_topic(self, name: str) -> Outcome:
         """Open a forum topic in the chat (createForumTopic); Sent's ref is its
         message_thread_id. The bot must be an administrator allowed to manage topics."""
         try:
-            result = await self._client().do_api_request(
+            result = await self._bot.get().do_api_request(
                 "createForumTopic",
                 api_kwargs={"chat_id": self._chat_id, "name": name},
                 return_type=None,
@@ -192,7 +181,7 @@ class TelegramSender:
         self._chat_id = new_chat_id
 
     async def _call(self, request: Request) -> dict[str, Any]:
-        result = await self._client().do_api_request(
+        result = await self._bot.get().do_api_request(
             request.call, api_kwargs=request.body, return_type=None
         )
         if not isinstance(result, dict) or not isinstance(result.get("message_id"), int):
@@ -202,13 +191,35 @@ class TelegramSender:
             )
         return result
 
-    def _client(self) -> _Bot:
+
+class LazyBot:
+    """The Bot of a token, built on first use (from then on the libraries' loggers are
+    scrubbed of the token, as `redact` masks it) and closed by `close()`; used again after
+    that, it is built again."""
+
+    def __init__(self, token: str, redact: Redactor, *, api_url: str, timeout: float) -> None:
+        self._token, self._redact = token, redact
+        self._api_url, self._timeout = api_url, timeout
+        self._bot: _Bot | None = None
+        self._request: HTTPXRequest | None = None
+        self._unscrub: Callable[[], None] | None = None
+
+    def get(self) -> _Bot:
         if self._bot is None:
-            self._unscrub = scrub_loggers(LIBRARY_LOGGERS, self.redact)
+            self._unscrub = scrub_loggers(LIBRARY_LOGGERS, self._redact)
             self._bot, self._request = build_bot(
                 self._token, api_url=self._api_url, timeout=self._timeout
             )
         return self._bot
+
+    async def close(self) -> None:
+        # Not Bot.shutdown(): it only closes what Bot.initialize() opened, and we skip that.
+        if self._request is not None:
+            await self._request.shutdown()
+        self._bot = self._request = None
+        if self._unscrub is not None:
+            self._unscrub()
+            self._unscrub = None
 
 
 def build_bot(
