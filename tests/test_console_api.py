@@ -130,6 +130,33 @@ async def test_changing_requests_from_another_origin_are_refused(console: Consol
     assert await console.post("/api/dead/retry", {"all": True}) == {"retried": 0}  # a script
 
 
+async def test_a_changing_request_must_say_it_is_json(
+    console: Console, fake_slack: FakeSlack
+) -> None:
+    # A page of another site can post a <form enctype="text/plain"> whose body reads
+    # {"all": true, "x": "="} without a preflight, and a browser may send no Origin with
+    # it: the console takes only a body declared as JSON (which needs a preflight).
+    fake_slack.channels[fake_slack_module.CHANNEL].archived = True
+    await delivered(console, await console.post_event(customer_event("c1", 1)), "dead")
+    body = b'{"all": true, "x": "="}'
+    for content_type in (
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/octet-stream",
+    ):
+        response = await console.client.post(
+            "/api/dead/retry", data=body, headers={**AUTH, "Content-Type": content_type}
+        )
+        assert response.status == 415, content_type
+        assert "application/json" in (await response.json())["error"]
+    assert len((await console.get("/api/dead"))["dead"]) == 1  # nothing retried
+    json_body = {**AUTH, "Content-Type": "application/json; charset=utf-8"}
+    response = await console.client.post("/api/dead/retry", data=body, headers=json_body)
+    assert await response.json() == {"retried": 1}
+
+
 async def test_without_a_token_only_localhost_names_are_answered(
     tmp_path: Path, aiohttp_client: Any
 ) -> None:
@@ -145,6 +172,13 @@ async def test_without_a_token_only_localhost_names_are_answered(
         rebound = await client.get("/api/lanes", headers={"Host": "attacker.example:8081"})
         assert rebound.status == 403
         assert "admin.token" in (await rebound.json())["error"]
+        # Without a token nothing else stops a form of another site: no Origin, text/plain.
+        form = await client.post(
+            "/api/dead/retry",
+            data=b'{"all": true, "x": "="}',
+            headers={"Content-Type": "text/plain"},
+        )
+        assert form.status == 415
     finally:
         await relay.stop()
 

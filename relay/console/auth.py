@@ -9,7 +9,9 @@
   cannot read the console through the browser of someone on this machine.
 - A changing request (anything but GET and HEAD) from another origin is refused: the
   browser's `Sec-Fetch-Site` must say same-origin (or none: typed, not sent by a page), and
-  an `Origin` must be the console's own. Scripts send neither and are let through.
+  an `Origin` must be the console's own. Scripts send neither and are let through. Its
+  body must be declared `application/json`: a form can post text/plain without either
+  header, but not JSON (that needs a CORS preflight, which the console does not answer).
 """
 
 from __future__ import annotations
@@ -86,6 +88,10 @@ def guard(token: str | None, open_paths: Callable[[str], bool]) -> web.middlewar
             )
         if request.method not in SAFE_METHODS and (why := cross_origin(request)):
             return refusal(403, f"refused: a request from another origin ({why})")
+        if request.method not in SAFE_METHODS and request.content_type != "application/json":
+            # A form of another site posts text/plain (or form data) without a preflight,
+            # sometimes without an Origin; JSON needs a preflight, which the console refuses.
+            return refusal(415, "a changing request needs Content-Type: application/json")
         if (
             secret is not None
             and not open_paths(request.path)
