@@ -153,7 +153,9 @@ async def test_a_changing_request_must_say_it_is_json(
         assert "application/json" in (await response.json())["error"]
     assert len((await console.get("/api/dead"))["dead"]) == 1  # nothing retried
     json_body = {**AUTH, "Content-Type": "application/json; charset=utf-8"}
-    response = await console.client.post("/api/dead/retry", data=body, headers=json_body)
+    response = await console.client.post(
+        "/api/dead/retry", data=b'{"all": true}', headers=json_body
+    )
     assert await response.json() == {"retried": 1}
 
 
@@ -281,6 +283,25 @@ async def test_dead_letters_retried_one_and_by_filter_then_delivered(
         await console.post("/api/dead/retry", bad, status=400)
     lanes = {lane["destination"]: lane for lane in (await console.get("/api/lanes"))["lanes"]}
     assert lanes["slack"]["sent_last_hour"] == 2 and lanes["slack"]["pending"] == 0
+
+
+async def test_a_retry_body_with_a_key_it_does_not_know_changes_nothing(
+    console: Console, fake_slack: FakeSlack
+) -> None:
+    # A misspelt filter must not widen "retry all that match" to every dead letter, nor a
+    # filter beside "ids" be silently ignored.
+    fake_slack.channels[fake_slack_module.CHANNEL].archived = True
+    await delivered(console, await console.post_event(customer_event("c1", 1)), "dead")
+    (dead,) = (await console.get("/api/dead"))["dead"]
+    for bad in (
+        {"all": True, "destinaton": "elsewhere"},
+        {"all": True, "state": "sent"},
+        {"all": True, "ids": [dead["id"] + 1]},
+        {"ids": [dead["id"]], "conversation": "c9"},
+    ):
+        refused = await console.post("/api/dead/retry", bad, status=400)
+        assert "unknown" in refused["error"], bad
+    assert [d["id"] for d in (await console.get("/api/dead"))["dead"]] == [dead["id"]]
 
 
 async def test_no_answer_shows_a_secret(console: Console, fake_slack: FakeSlack) -> None:

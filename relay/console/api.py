@@ -37,6 +37,7 @@ from relay.store.views import STATES, DeliveryRow, Filters, LaneCounts
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200  # a page of 200 stays under 100 ms on a store of 1M events (bench console)
 MAX_IDS = 10_000  # ids in one retry request
+RETRY_FILTERS = ("event", "destination", "conversation")  # what {"all": true} may add
 
 
 class LaneView(Protocol):
@@ -219,6 +220,12 @@ class API:
             raise BadRequest('the body must be JSON: {"ids": [...]} or {"all": true}') from None
         if not isinstance(asked, dict):
             raise BadRequest('the body must be {"ids": [...]} or {"all": true, ...filters}')
+        known = {"all", *RETRY_FILTERS} if asked.get("all") is True else {"all", "ids"}
+        if unknown := sorted(set(asked) - known):  # a misspelt filter must not retry all
+            raise BadRequest(
+                f"unknown in this body: {', '.join(unknown)}"
+                f' ({{"ids": [...]}} or {{"all": true}} with any of {", ".join(RETRY_FILTERS)})'
+            )
         store, now = self.source.store, self.source.clock()
         if asked.get("all") is True:
             count = await store.revive_matching(filters_from(asked), now)
