@@ -304,6 +304,24 @@ async def test_a_retry_body_with_a_key_it_does_not_know_changes_nothing(
     assert [d["id"] for d in (await console.get("/api/dead"))["dead"]] == [dead["id"]]
 
 
+async def test_numbers_out_of_range_and_nul_characters_are_a_400_not_an_outage(
+    console: Console,
+) -> None:
+    # Ids are 64-bit in both stores and PostgreSQL text holds no NUL: such input is the
+    # asker's mistake (400), not a 500 or a "store is unavailable" 503.
+    too_big = 2**63
+    for path in (
+        f"/api/events?before={too_big}",
+        f"/api/dead?before={too_big}",
+        f"/api/events/{too_big}",
+        "/api/events?conversation=c1%00",
+        "/api/dead?destination=a%00b",
+    ):
+        assert "error" in await console.get(path, status=400), path
+    for bad in ({"ids": [too_big]}, {"ids": [-too_big]}, {"all": True, "event": "x\x00"}):
+        await console.post("/api/dead/retry", bad, status=400)
+
+
 async def test_no_answer_shows_a_secret(console: Console, fake_slack: FakeSlack) -> None:
     # A customer who pastes the bot token into a message: the console masks it too.
     event_id = await console.post_event(customer_event(fake_slack_module.BOT_TOKEN, 1))

@@ -37,6 +37,7 @@ from relay.store.views import STATES, DeliveryRow, Filters, LaneCounts
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200  # a page of 200 stays under 100 ms on a store of 1M events (bench console)
 MAX_IDS = 10_000  # ids in one retry request
+MAX_ID = 2**63 - 1  # ids are 64-bit in both stores: a bigger number is no id
 RETRY_FILTERS = ("event", "destination", "conversation")  # what {"all": true} may add
 
 
@@ -78,6 +79,8 @@ def _int(value: str | None, name: str, default: int | None = None) -> int | None
         raise BadRequest(f"{name} must be a whole number, not {value!r}") from None
     if number < 1:
         raise BadRequest(f"{name} must be 1 or more")
+    if number > MAX_ID:
+        raise BadRequest(f"{name} must be at most {MAX_ID}")
     return number
 
 
@@ -89,6 +92,8 @@ def filters_from(query: Mapping[str, Any]) -> Filters:
         if value not in (None, ""):
             if not isinstance(value, str):
                 raise BadRequest(f"{name} must be a string")
+            if "\x00" in value:  # no stored text holds one (PostgreSQL refuses it)
+                raise BadRequest(f"{name} must not hold a NUL character")
             values[name] = value
     if values.get("state") not in (None, *STATES):
         raise BadRequest(f"state must be one of {', '.join(STATES)}")
@@ -233,8 +238,10 @@ class API:
             ids = asked.get("ids")
             if not isinstance(ids, list) or not ids or len(ids) > MAX_IDS:
                 raise BadRequest(f'"ids" must be a list of 1 to {MAX_IDS} delivery ids')
-            if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-                raise BadRequest('"ids" must hold whole numbers')
+            if not all(
+                isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= MAX_ID for i in ids
+            ):
+                raise BadRequest(f'"ids" must hold whole numbers from 1 to {MAX_ID}')
             count = await store.revive(ids, now)
         self.source.wake(list(self.source.lanes()))
         return self.answer({"retried": count})
