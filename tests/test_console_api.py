@@ -332,6 +332,20 @@ async def test_no_answer_shows_a_secret(console: Console, fake_slack: FakeSlack)
     assert "[REDACTED]" in json.dumps(await console.get(f"/api/events/{event_id}"))
 
 
+async def test_a_secret_holding_a_quote_or_a_backslash_is_masked_too(console: Console) -> None:
+    # JSON writes `"` and `\\` escaped, so masking the encoded answer alone misses such a
+    # secret (a generated database password or API key may hold either).
+    secret = 'pa"ss\\word-0123456789'
+    console.relay.redactor.register(secret)
+    event_id = await console.post_event(customer_event(f"c1 {secret}", 1))
+    await delivered(console, event_id)
+    for path in ("/api/events", f"/api/events/{event_id}"):
+        response = await console.client.get(path, headers=AUTH)
+        text = await response.text()
+        assert json.dumps(secret)[1:-1] not in text and secret not in text, path
+        assert "[REDACTED]" in text
+
+
 async def test_a_store_outage_is_a_503_with_the_reason(console: Console) -> None:
     await console.relay.store.close()
     answer = await console.get("/api/events", status=503)

@@ -15,6 +15,7 @@ in a failure's detail, or a customer pasted into a message, never leaves the pro
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 200  # a page of 200 stays under 100 ms on a store of 1M events (bench console)
 MAX_IDS = 10_000  # ids in one retry request
 MAX_ID = 2**63 - 1  # ids are 64-bit in both stores: a bigger number is no id
+_ESCAPED = re.compile(r'["\\\x00-\x1f]')  # what JSON writes escaped, so masked before
 RETRY_FILTERS = ("event", "destination", "conversation")  # what {"all": true} may add
 
 
@@ -120,8 +122,20 @@ class API:
         ]
 
     def answer(self, data: Any, status: int = 200) -> web.Response:
-        text = self.source.redactor(json.dumps(data, ensure_ascii=False))
+        text = json.dumps(data, ensure_ascii=False)
+        if "\\" in text:  # something was escaped: a secret holding `"` or `\` would not match
+            text = json.dumps(self._masked(data), ensure_ascii=False)
+        text = self.source.redactor(text)
         return web.Response(text=text, status=status, content_type="application/json")
+
+    def _masked(self, data: Any) -> Any:
+        if isinstance(data, str):  # the strings JSON changes; the encoded text covers the rest
+            return self.source.redactor(data) if _ESCAPED.search(data) else data
+        if isinstance(data, dict):
+            return {self._masked(key): self._masked(value) for key, value in data.items()}
+        if isinstance(data, list | tuple):
+            return [self._masked(item) for item in data]
+        return data
 
     @web.middleware
     async def bad_requests(self, request: web.Request, handler: Any) -> web.StreamResponse:
