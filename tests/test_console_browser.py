@@ -262,3 +262,26 @@ async def test_customer_text_is_shown_as_text_never_run(
     await browser.get(relay.console + "/dead")
     await browser.wait_for("#dead tbody tr", "<svg onload=")
     await nothing_ran()
+
+
+async def test_older_pages_keep_every_row_while_new_events_arrive(
+    tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess], browser: Browser
+) -> None:
+    relay = await start(tmp_path, fake_slack, processes, token=None)
+    for n in range(52):  # a page is 50: "Older events" loads the last 2
+        assert await relay.process.post(customer_event(f"c-{n}", n)) == 200
+    await browser.get(relay.console + "/")
+    await until_rows(browser, "#events tbody tr", 50)
+    await browser.click("#more")
+    await until_rows(browser, "#events tbody tr", 52)
+
+    # Newer events push rows off the newest page: they must show up, none go missing.
+    for n in range(52, 55):
+        assert await relay.process.post(customer_event(f"c-{n}", n)) == 200
+    await until_rows(browser, "#events tbody tr", 55)
+    await asyncio.sleep(2.5)  # another poll: still all of them, once each
+    shown = await browser.script(
+        "return [...document.querySelectorAll('#events tbody tr')].map(r => r.dataset.eventId)"
+    )
+    stored = [e["id"] for e in (await relay.api("/api/events?limit=200"))["events"]]
+    assert [int(i) for i in shown] == stored and len(stored) == 55
