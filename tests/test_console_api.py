@@ -121,6 +121,7 @@ async def test_changing_requests_from_another_origin_are_refused(console: Consol
         {"Origin": "https://evil.example"},
         {"Sec-Fetch-Site": "cross-site"},
         {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "http://[evil"},
     ):
         refused = await console.post("/api/dead/retry", {"all": True}, status=403, **headers)
         assert "another origin" in refused["error"]
@@ -174,6 +175,8 @@ async def test_without_a_token_only_localhost_names_are_answered(
         rebound = await client.get("/api/lanes", headers={"Host": "attacker.example:8081"})
         assert rebound.status == 403
         assert "admin.token" in (await rebound.json())["error"]
+        for odd in ("a]b", "[::1"):  # not a host name at all: refused, not a 500
+            assert (await client.get("/api/lanes", headers={"Host": odd})).status == 403
         # Without a token nothing else stops a form of another site: no Origin, text/plain.
         form = await client.post(
             "/api/dead/retry",

@@ -47,8 +47,19 @@ def refusal(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
+def _netloc(text: str) -> str | None:
+    """The host[:port] of a URL; None when it is none (an unclosed `[`: refused, not a 500)."""
+    try:
+        return urlsplit(text).netloc
+    except ValueError:
+        return None
+
+
 def _host_is_loopback(request: web.Request) -> bool:
-    host = urlsplit(f"//{request.host}").hostname or ""
+    try:
+        host = urlsplit(f"//{request.host}").hostname or ""
+    except ValueError:  # not a host name at all
+        return False
     return is_loopback(host)
 
 
@@ -58,7 +69,8 @@ def cross_origin(request: web.Request) -> str | None:
     if site is not None and site.lower() not in _SAME_SITE:
         return f"Sec-Fetch-Site is {site}"
     origin = request.headers.get("Origin")
-    if origin is not None and urlsplit(origin).netloc.lower() != request.host.lower():
+    netloc = _netloc(origin) if origin is not None else None
+    if origin is not None and (netloc is None or netloc.lower() != request.host.lower()):
         return f"Origin {origin} is not this console"
     return None
 
