@@ -208,3 +208,80 @@ async def test_retrying_a_dead_letter_by_clicking_and_another_origin_refused(
     await browser.wait_for("#status", "1 dead deliveries are back in line")
     await until(lambda: len(fake_slack.messages) == 2, within=20)
     await browser.wait_for("#empty", "No dead deliveries match")
+
+
+def hostile_event(n: int) -> bytes:
+    """A customer event whose every shown text is markup that runs script if parsed."""
+    import json
+
+    def mark(where: str) -> str:
+        return f"<img src=x onerror=\"window.pwned='{where}'\">{where}-{n}"
+
+    return json.dumps(
+        {
+            "event": f"<script>window.pwned='event'</script>newMessage-{n}",
+            "message": {"content": mark("content"), "sender": {"name": mark("sender")}},
+            "conversation": {
+                "id": f'c-"><svg onload="window.pwned=\'conversation\'">-{n}',
+                "customer": {"name": mark("customer")},
+                "Channel": {"name": mark("channel"), "medium": mark("medium")},
+            },
+        }
+    ).encode()
+
+
+async def test_customer_text_is_shown_as_text_never_run(
+    tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess], browser: Browser
+) -> None:
+    relay = await start(tmp_path, fake_slack, processes, token=None)
+    fake_slack.channels[fake_slack_module.CHANNEL].archived = True  # dead: the dead page too
+    assert await relay.process.post(hostile_event(1)) == 200
+    for _ in range(200):
+        if (await relay.api("/api/dead"))["dead"]:
+            break
+        await asyncio.sleep(0.1)
+    markup = "main img, main svg, main script, main iframe, main [onerror], main [onload]"
+
+    async def nothing_ran() -> None:
+        assert await browser.script("return window.pwned === undefined")
+        assert await browser.script(f"return document.querySelectorAll('{markup}').length") == 0
+
+    await browser.get(relay.console + "/")
+    row = await browser.wait_for("#events tbody tr", "content-1")
+    for shown in ("<img src=x onerror=", "sender-1", "channel-1", "<script>", "<svg onload="):
+        assert shown in row.text
+    await nothing_ran()
+
+    await browser.click("#events tbody tr a")
+    await browser.wait_for("#title", "<script>window.pwned='event'</script>")
+    await browser.wait_for("#summary", "customer-1")
+    await browser.wait_for("#body", "content-1")
+    await browser.wait_for("#preview pre", "content-1")
+    await nothing_ran()
+
+    await browser.get(relay.console + "/dead")
+    await browser.wait_for("#dead tbody tr", "<svg onload=")
+    await nothing_ran()
+
+
+async def test_older_pages_keep_every_row_while_new_events_arrive(
+    tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess], browser: Browser
+) -> None:
+    relay = await start(tmp_path, fake_slack, processes, token=None)
+    for n in range(52):  # a page is 50: "Older events" loads the last 2
+        assert await relay.process.post(customer_event(f"c-{n}", n)) == 200
+    await browser.get(relay.console + "/")
+    await until_rows(browser, "#events tbody tr", 50)
+    await browser.click("#more")
+    await until_rows(browser, "#events tbody tr", 52)
+
+    # Newer events push rows off the newest page: they must show up, none go missing.
+    for n in range(52, 55):
+        assert await relay.process.post(customer_event(f"c-{n}", n)) == 200
+    await until_rows(browser, "#events tbody tr", 55)
+    await asyncio.sleep(2.5)  # another poll: still all of them, once each
+    shown = await browser.script(
+        "return [...document.querySelectorAll('#events tbody tr')].map(r => r.dataset.eventId)"
+    )
+    stored = [e["id"] for e in (await relay.api("/api/events?limit=200"))["events"]]
+    assert [int(i) for i in shown] == stored and len(stored) == 55

@@ -15,6 +15,7 @@ in a failure's detail, or a customer pasted into a message, never leaves the pro
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ from relay.store.views import STATES, DeliveryRow, Filters, LaneCounts
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200  # a page of 200 stays under 100 ms on a store of 1M events (bench console)
 MAX_IDS = 10_000  # ids in one retry request
+MAX_ID = 2**63 - 1  # ids are 64-bit in both stores: a bigger number is no id
+_ESCAPED = re.compile(r'["\\\x00-\x1f]')  # what JSON writes escaped, so masked before
+RETRY_FILTERS = ("event", "destination", "conversation")  # what {"all": true} may add
 
 
 class LaneView(Protocol):
@@ -77,6 +81,8 @@ def _int(value: str | None, name: str, default: int | None = None) -> int | None
         raise BadRequest(f"{name} must be a whole number, not {value!r}") from None
     if number < 1:
         raise BadRequest(f"{name} must be 1 or more")
+    if number > MAX_ID:
+        raise BadRequest(f"{name} must be at most {MAX_ID}")
     return number
 
 
@@ -88,6 +94,8 @@ def filters_from(query: Mapping[str, Any]) -> Filters:
         if value not in (None, ""):
             if not isinstance(value, str):
                 raise BadRequest(f"{name} must be a string")
+            if "\x00" in value:  # no stored text holds one (PostgreSQL refuses it)
+                raise BadRequest(f"{name} must not hold a NUL character")
             values[name] = value
     if values.get("state") not in (None, *STATES):
         raise BadRequest(f"state must be one of {', '.join(STATES)}")
@@ -114,8 +122,20 @@ class API:
         ]
 
     def answer(self, data: Any, status: int = 200) -> web.Response:
-        text = self.source.redactor(json.dumps(data, ensure_ascii=False))
+        text = json.dumps(data, ensure_ascii=False)
+        if "\\" in text:  # something was escaped: a secret holding `"` or `\` would not match
+            text = json.dumps(self._masked(data), ensure_ascii=False)
+        text = self.source.redactor(text)
         return web.Response(text=text, status=status, content_type="application/json")
+
+    def _masked(self, data: Any) -> Any:
+        if isinstance(data, str):  # the strings JSON changes; the encoded text covers the rest
+            return self.source.redactor(data) if _ESCAPED.search(data) else data
+        if isinstance(data, dict):
+            return {self._masked(key): self._masked(value) for key, value in data.items()}
+        if isinstance(data, list | tuple):
+            return [self._masked(item) for item in data]
+        return data
 
     @web.middleware
     async def bad_requests(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -219,6 +239,12 @@ class API:
             raise BadRequest('the body must be JSON: {"ids": [...]} or {"all": true}') from None
         if not isinstance(asked, dict):
             raise BadRequest('the body must be {"ids": [...]} or {"all": true, ...filters}')
+        known = {"all", *RETRY_FILTERS} if asked.get("all") is True else {"all", "ids"}
+        if unknown := sorted(set(asked) - known):  # a misspelt filter must not retry all
+            raise BadRequest(
+                f"unknown in this body: {', '.join(unknown)}"
+                f' ({{"ids": [...]}} or {{"all": true}} with any of {", ".join(RETRY_FILTERS)})'
+            )
         store, now = self.source.store, self.source.clock()
         if asked.get("all") is True:
             count = await store.revive_matching(filters_from(asked), now)
@@ -226,8 +252,10 @@ class API:
             ids = asked.get("ids")
             if not isinstance(ids, list) or not ids or len(ids) > MAX_IDS:
                 raise BadRequest(f'"ids" must be a list of 1 to {MAX_IDS} delivery ids')
-            if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-                raise BadRequest('"ids" must hold whole numbers')
+            if not all(
+                isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= MAX_ID for i in ids
+            ):
+                raise BadRequest(f'"ids" must hold whole numbers from 1 to {MAX_ID}')
             count = await store.revive(ids, now)
         self.source.wake(list(self.source.lanes()))
         return self.answer({"retried": count})

@@ -9,7 +9,9 @@
   cannot read the console through the browser of someone on this machine.
 - A changing request (anything but GET and HEAD) from another origin is refused: the
   browser's `Sec-Fetch-Site` must say same-origin (or none: typed, not sent by a page), and
-  an `Origin` must be the console's own. Scripts send neither and are let through.
+  an `Origin` must be the console's own. Scripts send neither and are let through. Its
+  body must be declared `application/json`: a form can post text/plain without either
+  header, but not JSON (that needs a CORS preflight, which the console does not answer).
 """
 
 from __future__ import annotations
@@ -45,8 +47,19 @@ def refusal(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
+def _netloc(text: str) -> str | None:
+    """The host[:port] of a URL; None when it is none (an unclosed `[`: refused, not a 500)."""
+    try:
+        return urlsplit(text).netloc
+    except ValueError:
+        return None
+
+
 def _host_is_loopback(request: web.Request) -> bool:
-    host = urlsplit(f"//{request.host}").hostname or ""
+    try:
+        host = urlsplit(f"//{request.host}").hostname or ""
+    except ValueError:  # not a host name at all
+        return False
     return is_loopback(host)
 
 
@@ -56,7 +69,8 @@ def cross_origin(request: web.Request) -> str | None:
     if site is not None and site.lower() not in _SAME_SITE:
         return f"Sec-Fetch-Site is {site}"
     origin = request.headers.get("Origin")
-    if origin is not None and urlsplit(origin).netloc.lower() != request.host.lower():
+    netloc = _netloc(origin) if origin is not None else None
+    if origin is not None and (netloc is None or netloc.lower() != request.host.lower()):
         return f"Origin {origin} is not this console"
     return None
 
@@ -86,6 +100,10 @@ def guard(token: str | None, open_paths: Callable[[str], bool]) -> web.middlewar
             )
         if request.method not in SAFE_METHODS and (why := cross_origin(request)):
             return refusal(403, f"refused: a request from another origin ({why})")
+        if request.method not in SAFE_METHODS and request.content_type != "application/json":
+            # A form of another site posts text/plain (or form data) without a preflight,
+            # sometimes without an Origin; JSON needs a preflight, which the console refuses.
+            return refusal(415, "a changing request needs Content-Type: application/json")
         if (
             secret is not None
             and not open_paths(request.path)

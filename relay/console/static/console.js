@@ -185,16 +185,25 @@
     let shown = 0;
     let older = []; // rows of pages loaded with "older"
     let next = null;
+    let boundary = null; // the first older page's `before`: the newest page reaches down to it
     let last = "";
 
     async function refresh() {
       const query = filterQuery(form);
-      query.set("limit", String(Math.max(50, shown - older.length)));
+      // With older pages below, the newest page must reach them whatever arrived meanwhile
+      // (else the rows it no longer holds go missing between the two).
+      query.set("limit", String(older.length ? 200 : Math.max(50, shown - older.length)));
       const data = await api(`${path}?${query}`);
       const text = JSON.stringify(data);
       if (text === last) return;
       last = text;
-      const items = data[key];
+      let items = data[key];
+      const end = items.length ? items[items.length - 1].id : null;
+      if (older.length && data.next !== null && end > boundary) {
+        older = []; // more arrived than a page holds: start again from the newest
+        boundary = null;
+      }
+      if (older.length) items = items.filter((item) => item.id >= boundary);
       if (!older.length) next = data.next;
       replaceRows(tbody, [...items.map(row), ...older]);
       shown = items.length + older.length;
@@ -204,6 +213,7 @@
 
     async function reload() {
       older = [];
+      boundary = null;
       last = "";
       shown = 0;
       await refresh().catch((error) => say(error.message, true));
@@ -214,6 +224,7 @@
       query.set("before", String(next));
       const data = await api(`${path}?${query}`);
       const rows = data[key].map(row);
+      if (!older.length) boundary = next;
       older.push(...rows);
       tbody.append(...rows);
       shown += rows.length;
