@@ -498,3 +498,57 @@ async def _check_upgraded(store: SQLiteStore | PostgresStore) -> None:
         assert [row.id for row in claimed] == [2, 3, 5, 7, 8, 10]
     finally:
         await store.close()
+
+
+async def _blocked_on_a_row_lock(pg_url: str) -> None:
+    """Until some other session of this database waits for a row lock (its transaction)."""
+    watcher = await asyncpg.connect(pg_url)
+    try:
+        for _ in range(500):
+            waiting = await watcher.fetchval(
+                "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid"
+                " WHERE NOT l.granted AND a.datname = current_database()"
+            )
+            if waiting:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("nothing waits for a lock")
+    finally:
+        await watcher.close()
+
+
+async def test_rows_committed_while_a_destination_is_buried_keep_their_heads(
+    pg_url: str,
+) -> None:
+    """A removed destination's burial on one instance while another instance (its config
+    not reloaded yet, or a batch in flight) stores a new conversation for it, or an operator
+    revives one: those rows commit after the burial's UPDATE looked, before it drops the
+    destination's heads. They stay pending, so their heads must stay too."""
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    await asyncio.gather(a.open(), b.open())
+    try:
+        await a.accept(Incoming(b"revived", "m", "r", ("gone",), T0))
+        (dead,) = await a.claim("gone", T0, 10, 60.0, "A")
+        await a.bury([dead.id], T0, "forbidden", "")
+        await a.accept(Incoming(b"old", "m", "c", ("gone",), T0))
+        other = await asyncpg.connect(pg_url)  # holds the burial between its statements
+        try:
+            transaction = other.transaction()
+            await transaction.start()
+            await other.execute(
+                "SELECT 1 FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
+                " WHERE e.body = 'old' FOR UPDATE OF d"
+            )
+            burial = asyncio.create_task(a.bury_destination("gone", T0 + 1, "gone"))
+            await _blocked_on_a_row_lock(pg_url)
+            await b.accept(Incoming(b"new", "m", "n", ("gone",), T0 + 1))
+            assert await b.revive([dead.id], T0 + 1) == 1
+            await transaction.rollback()
+            assert await asyncio.wait_for(burial, 5) == 1  # `old`: the others came later
+        finally:
+            await other.close()
+        await heads_are_the_oldest_pending_rows(a)
+        claimed = await a.claim("gone", T0 + 2, 10, 60.0, "A")
+        assert sorted(row.body for row in claimed) == [b"new", b"revived"]
+    finally:
+        await asyncio.gather(a.close(), b.close())

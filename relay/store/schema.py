@@ -419,7 +419,10 @@ REVIVE_HEADS = Statement(
 )
 
 # BURY_DESTINATION between these two: first its heads are locked, in order as everywhere;
-# last they go, in a fresh snapshot that sees any head an outcome moved meanwhile.
+# last they go, in a fresh snapshot that sees any head an outcome moved meanwhile. Only
+# heads of rows no longer pending: rows another instance stored (a new conversation: no
+# head to wait for) or revived after BURY_DESTINATION looked are still pending, and keep
+# theirs.
 LOCK_DESTINATION_HEADS = Statement(
     """
     SELECT delivery_id FROM heads WHERE destination = :destination
@@ -427,7 +430,12 @@ LOCK_DESTINATION_HEADS = Statement(
     """,
     rows=True,
 )
-DROP_DESTINATION_HEADS = Statement("DELETE FROM heads WHERE destination = :destination")
+DROP_DESTINATION_HEADS = Statement(
+    """
+    DELETE FROM heads WHERE destination = :destination AND NOT EXISTS (
+        SELECT 1 FROM deliveries AS d WHERE d.id = heads.delivery_id AND d.state = 'pending')
+    """
+)
 
 BURY_DESTINATION = Statement(
     """
