@@ -634,3 +634,38 @@ async def test_rows_committed_while_a_destination_is_buried_keep_their_heads(
         assert sorted(row.body for row in claimed) == [b"new", b"revived"]
     finally:
         await asyncio.gather(a.close(), b.close())
+
+
+async def test_a_retry_and_a_burial_of_its_destination_at_once_do_not_deadlock(
+    pg_url: str,
+) -> None:
+    """A lane's retry of a message carrying two conversations' heads while another instance
+    buries the destination: both lock the heads first, in (destination, conversation) order,
+    as every writer of heads does, so one waits for the other instead of deadlocking."""
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    await asyncio.gather(a.open(), b.open())
+    try:
+        # c2's head has the smaller id: an order by id is not the order by conversation.
+        await a.accept(Incoming(b"2", "m", "c2", ("x",), T0))
+        await a.accept(Incoming(b"1", "m", "c1", ("x",), T0))
+        rows = await a.claim("x", T0, 10, 60.0, "A")
+        assert len(rows) == 2
+        other = await asyncpg.connect(pg_url)  # holds c2's head a moment
+        try:
+            transaction = other.transaction()
+            await transaction.start()
+            await other.execute("SELECT 1 FROM heads WHERE conversation = 'c2' FOR UPDATE")
+            retry = asyncio.create_task(
+                a.retry_later([row.id for row in rows], T0 + 5, "timeout", "", now=T0)
+            )
+            await _blocked_on_a_row_lock(pg_url)
+            burial = asyncio.create_task(b.bury_destination("x", T0 + 1, "gone"))
+            await asyncio.sleep(0.2)  # the burial takes c1's head, or waits for it
+            await transaction.rollback()
+            await asyncio.wait_for(asyncio.gather(retry, burial), 10)
+        finally:
+            await other.close()
+        assert burial.result() == 2
+        await heads_are_the_oldest_pending_rows(a)
+    finally:
+        await asyncio.gather(a.close(), b.close())
