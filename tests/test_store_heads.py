@@ -140,6 +140,7 @@ def heads_machine(make_store: Callable[[], Store]) -> type[RuleBasedStateMachine
             self.now = T0
             self.bodies = itertools.count()
             self.sent_bodies: list[Incoming] = []
+            self.seqs = itertools.count()  # never reused, as ids are not (rows are pruned)
             self.ids: dict[tuple[int, str], int] = {}  # model key -> the store's delivery id
             self.keys: dict[int, tuple[int, str]] = {}
 
@@ -190,7 +191,7 @@ def heads_machine(make_store: Callable[[], Store]) -> type[RuleBasedStateMachine
                 assert not answer.duplicate
                 for destination in destinations:
                     self.model.rows.append(
-                        Row(len(self.model.rows), answer.event_id, destination, conversation,
+                        Row(next(self.seqs), answer.event_id, destination, conversation,
                             next_at=self.now, received_at=self.now, event_name=name)
                     )  # fmt: skip
 
