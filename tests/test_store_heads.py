@@ -32,11 +32,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from relay.store import views
 from relay.store.base import Incoming, Store
 from relay.store.postgres import PostgresStore
 from relay.store.schema import MIGRATIONS, statements
 from relay.store.sql import Dialect, Statement
 from relay.store.sqlite import SQLiteStore
+from relay.store.views import Filters
 from tests.pg import empty_relay_tables
 
 T = TypeVar("T")
@@ -45,6 +47,7 @@ LEASE = 5.0
 DESTINATIONS = ("a", "b")
 CONVERSATIONS = ("x", "y", "z", None)
 OWNERS = ("A", "B")
+EVENT_NAMES = ("newMessage", "conversationClosed")
 
 _DELIVERIES = Statement(
     "SELECT id, destination, conversation, state, next_at, lease_until, lease_owner"
@@ -70,6 +73,8 @@ class Row:
     next_at: float = T0
     lease_until: float | None = None
     lease_owner: str | None = None
+    received_at: float = T0
+    event_name: str = "newMessage"
 
     @property
     def key(self) -> tuple[int, str]:
@@ -134,6 +139,8 @@ def heads_machine(make_store: Callable[[], Store]) -> type[RuleBasedStateMachine
             self.model = Model()
             self.now = T0
             self.bodies = itertools.count()
+            self.sent_bodies: list[Incoming] = []
+            self.seqs = itertools.count()  # never reused, as ids are not (rows are pruned)
             self.ids: dict[tuple[int, str], int] = {}  # model key -> the store's delivery id
             self.keys: dict[int, tuple[int, str]] = {}
 
@@ -151,19 +158,25 @@ def heads_machine(make_store: Callable[[], Store]) -> type[RuleBasedStateMachine
         def _known_pending(self) -> list[int]:
             return sorted(self.ids[r.key] for r in self.model.pending() if r.key in self.ids)
 
+        def _known(self) -> list[int]:
+            return sorted(self.ids[r.key] for r in self.model.rows if r.key in self.ids)
+
         # --- what happens ---------------------------------------------------------------------
 
         @rule(
             destinations=st.lists(st.sampled_from(DESTINATIONS), min_size=1, unique=True),
             conversation=st.sampled_from(CONVERSATIONS),
             copies=st.integers(1, 3),
+            name=st.sampled_from(EVENT_NAMES),
         )
-        def ingest(self, destinations: list[str], conversation: str | None, copies: int) -> None:
+        def ingest(
+            self, destinations: list[str], conversation: str | None, copies: int, name: str
+        ) -> None:
             # Several at once: one group commit, several rows of a conversation in a batch.
             items = [
                 Incoming(
                     b"%d" % next(self.bodies),
-                    "newMessage",
+                    name,
                     conversation,
                     tuple(destinations),
                     self.now,
@@ -173,12 +186,24 @@ def heads_machine(make_store: Callable[[], Store]) -> type[RuleBasedStateMachine
             accepted = []
             for item in items:  # in order: the model's seq follows the store's ids
                 accepted.append(run(self.loop, self.store.accept(item)))
+            self.sent_bodies.extend(items)
             for answer in accepted:
+                assert not answer.duplicate
                 for destination in destinations:
                     self.model.rows.append(
-                        Row(len(self.model.rows), answer.event_id, destination, conversation,
-                            next_at=self.now)
+                        Row(next(self.seqs), answer.event_id, destination, conversation,
+                            next_at=self.now, received_at=self.now, event_name=name)
                     )  # fmt: skip
+
+        @precondition(lambda self: self.sent_bodies)
+        @rule(data=st.data())
+        def ingest_a_duplicate(self, data: st.DataObject) -> None:
+            # The same body again (within the duplicate window; the event may be pruned by
+            # now): nothing new is stored, no head changes.
+            item = data.draw(st.sampled_from(self.sent_bodies))
+            again = Incoming(item.body, item.event_name, item.conversation, item.destinations,
+                             self.now)  # fmt: skip
+            assert run(self.loop, self.store.accept(again)).duplicate
 
         @rule(
             destination=st.sampled_from(DESTINATIONS),
@@ -196,10 +221,15 @@ def heads_machine(make_store: Callable[[], Store]) -> type[RuleBasedStateMachine
                 self._learn((row.event_id, row.destination), row.id)
 
         @precondition(lambda self: self._known_pending())
-        @rule(data=st.data(), outcome=st.sampled_from(["sent", "retry", "bury", "release"]))
-        def record(self, data: st.DataObject, outcome: str) -> None:
-            ids = data.draw(st.lists(st.sampled_from(self._known_pending()), min_size=1,
-                                     unique=True))  # fmt: skip
+        @rule(
+            data=st.data(),
+            outcome=st.sampled_from(["sent", "retry", "bury", "release"]),
+            stale=st.booleans(),
+        )
+        def record(self, data: st.DataObject, outcome: str, stale: bool) -> None:
+            # stale: any rows, finished ones too (an earlier lane holder's late outcome).
+            known = self._known() if stale else self._known_pending()
+            ids = data.draw(st.lists(st.sampled_from(known), min_size=1, unique=True))
             rows = [self._row(i) for i in ids]
             if outcome == "sent":
                 run(self.loop, self.store.mark_sent(ids, self.now))
@@ -245,6 +275,59 @@ def heads_machine(make_store: Callable[[], Store]) -> type[RuleBasedStateMachine
             assert count == len(pending)
             for row in pending:
                 row.state, row.lease_until, row.lease_owner = "dead", None, None
+
+        @precondition(lambda self: self._known_pending())
+        @rule(data=st.data(), progress=st.integers(1, 3))
+        def save_progress(self, data: st.DataObject, progress: int) -> None:
+            delivery_id = data.draw(st.sampled_from(self._known_pending()))
+            run(self.loop, self.store.save_progress(delivery_id, progress))
+
+        @rule(
+            destination=st.sampled_from((None, *DESTINATIONS)),
+            event=st.sampled_from((None, *EVENT_NAMES)),
+            conversation=st.sampled_from(CONVERSATIONS),
+        )
+        def revive_matching(
+            self, destination: str | None, event: str | None, conversation: str | None
+        ) -> None:
+            # The console's "retry all" with its filters, in small chunks (each its own
+            # transaction), so that a conversation's rows may come back in several.
+            for letter in run(self.loop, self.store.dead_letters()):
+                self._learn((letter.event_id, letter.destination), letter.id)
+            filters = Filters(event=event, destination=destination, conversation=conversation)
+            chunk, views.REVIVE_CHUNK = views.REVIVE_CHUNK, 2
+            try:
+                count = run(self.loop, self.store.revive_matching(filters, self.now))
+            finally:
+                views.REVIVE_CHUNK = chunk
+            matching = [
+                r
+                for r in self.model.rows
+                if r.state == "dead"
+                and destination in (None, r.destination)
+                and event in (None, r.event_name)
+                and conversation in (None, r.conversation)
+            ]
+            assert count == len(matching)
+            for row in matching:
+                row.state, row.next_at = "pending", self.now
+
+        @rule(retention=st.sampled_from([0.0, 1.0, 3.0]))
+        def prune(self, retention: float) -> None:
+            events: dict[int, list[Row]] = {}
+            for row in self.model.rows:
+                events.setdefault(row.event_id, []).append(row)
+            gone = {
+                event_id
+                for event_id, rows in events.items()
+                if rows[0].received_at < self.now - retention
+                and all(r.state == "sent" for r in rows)
+            }
+            assert run(self.loop, self.store.prune(self.now, retention)) == len(gone)
+            for row in [r for r in self.model.rows if r.event_id in gone]:
+                self.model.rows.remove(row)
+                if row.key in self.ids:
+                    del self.keys[self.ids.pop(row.key)]
 
         @rule(seconds=st.sampled_from([0.0, 1.0, 2.0, LEASE]))
         def tick(self, seconds: float) -> None:
@@ -498,3 +581,92 @@ async def _check_upgraded(store: SQLiteStore | PostgresStore) -> None:
         assert [row.id for row in claimed] == [2, 3, 5, 7, 8, 10]
     finally:
         await store.close()
+
+
+async def _blocked_on_a_row_lock(pg_url: str) -> None:
+    """Until some other session of this database waits for a row lock (its transaction)."""
+    watcher = await asyncpg.connect(pg_url)
+    try:
+        for _ in range(500):
+            waiting = await watcher.fetchval(
+                "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid"
+                " WHERE NOT l.granted AND a.datname = current_database()"
+            )
+            if waiting:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("nothing waits for a lock")
+    finally:
+        await watcher.close()
+
+
+async def test_rows_committed_while_a_destination_is_buried_keep_their_heads(
+    pg_url: str,
+) -> None:
+    """A removed destination's burial on one instance while another instance (its config
+    not reloaded yet, or a batch in flight) stores a new conversation for it, or an operator
+    revives one: those rows commit after the burial's UPDATE looked, before it drops the
+    destination's heads. They stay pending, so their heads must stay too."""
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    await asyncio.gather(a.open(), b.open())
+    try:
+        await a.accept(Incoming(b"revived", "m", "r", ("gone",), T0))
+        (dead,) = await a.claim("gone", T0, 10, 60.0, "A")
+        await a.bury([dead.id], T0, "forbidden", "")
+        await a.accept(Incoming(b"old", "m", "c", ("gone",), T0))
+        other = await asyncpg.connect(pg_url)  # holds the burial between its statements
+        try:
+            transaction = other.transaction()
+            await transaction.start()
+            await other.execute(
+                "SELECT 1 FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
+                " WHERE e.body = 'old' FOR UPDATE OF d"
+            )
+            burial = asyncio.create_task(a.bury_destination("gone", T0 + 1, "gone"))
+            await _blocked_on_a_row_lock(pg_url)
+            await b.accept(Incoming(b"new", "m", "n", ("gone",), T0 + 1))
+            assert await b.revive([dead.id], T0 + 1) == 1
+            await transaction.rollback()
+            assert await asyncio.wait_for(burial, 5) == 1  # `old`: the others came later
+        finally:
+            await other.close()
+        await heads_are_the_oldest_pending_rows(a)
+        claimed = await a.claim("gone", T0 + 2, 10, 60.0, "A")
+        assert sorted(row.body for row in claimed) == [b"new", b"revived"]
+    finally:
+        await asyncio.gather(a.close(), b.close())
+
+
+async def test_a_retry_and_a_burial_of_its_destination_at_once_do_not_deadlock(
+    pg_url: str,
+) -> None:
+    """A lane's retry of a message carrying two conversations' heads while another instance
+    buries the destination: both lock the heads first, in (destination, conversation) order,
+    as every writer of heads does, so one waits for the other instead of deadlocking."""
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    await asyncio.gather(a.open(), b.open())
+    try:
+        # c2's head has the smaller id: an order by id is not the order by conversation.
+        await a.accept(Incoming(b"2", "m", "c2", ("x",), T0))
+        await a.accept(Incoming(b"1", "m", "c1", ("x",), T0))
+        rows = await a.claim("x", T0, 10, 60.0, "A")
+        assert len(rows) == 2
+        other = await asyncpg.connect(pg_url)  # holds c2's head a moment
+        try:
+            transaction = other.transaction()
+            await transaction.start()
+            await other.execute("SELECT 1 FROM heads WHERE conversation = 'c2' FOR UPDATE")
+            retry = asyncio.create_task(
+                a.retry_later([row.id for row in rows], T0 + 5, "timeout", "", now=T0)
+            )
+            await _blocked_on_a_row_lock(pg_url)
+            burial = asyncio.create_task(b.bury_destination("x", T0 + 1, "gone"))
+            await asyncio.sleep(0.2)  # the burial takes c1's head, or waits for it
+            await transaction.rollback()
+            await asyncio.wait_for(asyncio.gather(retry, burial), 10)
+        finally:
+            await other.close()
+        assert burial.result() == 2
+        await heads_are_the_oldest_pending_rows(a)
+    finally:
+        await asyncio.gather(a.close(), b.close())

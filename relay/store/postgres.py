@@ -143,7 +143,7 @@ _RELEASE_LANE = Statement("DELETE FROM lanes WHERE destination = :destination AN
 _LOCK_HEADS = Statement(
     """
     SELECT delivery_id FROM heads WHERE delivery_id {in_ids}
-    ORDER BY destination, conversation FOR UPDATE
+    ORDER BY destination, conversation, delivery_id FOR UPDATE
     """,
     rows=True,
 )

@@ -190,8 +190,9 @@ MIGRATIONS: tuple[Migration, ...] = (
 # change its head: ingest and revive upsert it (ON CONFLICT DO UPDATE locks the row even when
 # its WHERE leaves it as it is), outcomes lock it first and look for the next pending row in
 # a later statement (a fresh snapshot), so neither can miss a row the other just committed.
-# Several heads are locked in (destination, conversation) order, so that two such
-# transactions wait for each other instead of deadlocking; claims skip locked heads.
+# Several heads are locked in (destination, conversation) order (then by id: rows without a
+# conversation), before any deliveries row, so that two such transactions wait for each
+# other instead of deadlocking; claims skip locked heads.
 
 _HEAD_COLUMNS = "delivery_id, destination, conversation, next_at, lease_until, lease_owner"
 
@@ -287,11 +288,20 @@ NEXT_DUE = Statement(
     rows=True,
 )
 
+# Release and retry change heads first, locked in order (see above), then the deliveries:
+# the order outcomes and burials take them in.
+_HEADS_IN_ORDER = """
+delivery_id IN (
+    SELECT delivery_id FROM heads WHERE delivery_id {in_ids}
+    ORDER BY destination, conversation, delivery_id {lock})
+"""
+
 RELEASE = Statement(
     "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE id {in_ids}"
 )
 RELEASE_HEADS = Statement(
-    "UPDATE heads SET lease_until = NULL, lease_owner = NULL WHERE delivery_id {in_ids}"
+    "UPDATE heads SET lease_until = NULL, lease_owner = NULL WHERE"  # noqa: S608 - constant
+    + _HEADS_IN_ORDER
 )
 
 SAVE_PROGRESS = Statement("UPDATE deliveries SET progress = :progress WHERE id = :id")
@@ -320,10 +330,8 @@ RETRY_LATER = Statement(
     """
 )
 RETRY_HEADS = Statement(
-    """
-    UPDATE heads SET next_at = :next_at, lease_until = NULL, lease_owner = NULL
-    WHERE delivery_id {in_ids}
-    """
+    "UPDATE heads SET next_at = :next_at, lease_until = NULL, lease_owner = NULL WHERE"  # noqa: S608 - constant
+    + _HEADS_IN_ORDER
 )
 
 # After MARK_SENT or BURY (SQLite): the finished rows are no longer heads, and each of their
@@ -419,15 +427,23 @@ REVIVE_HEADS = Statement(
 )
 
 # BURY_DESTINATION between these two: first its heads are locked, in order as everywhere;
-# last they go, in a fresh snapshot that sees any head an outcome moved meanwhile.
+# last they go, in a fresh snapshot that sees any head an outcome moved meanwhile. Only
+# heads of rows no longer pending: rows another instance stored (a new conversation: no
+# head to wait for) or revived after BURY_DESTINATION looked are still pending, and keep
+# theirs.
 LOCK_DESTINATION_HEADS = Statement(
     """
     SELECT delivery_id FROM heads WHERE destination = :destination
-    ORDER BY conversation {lock}
+    ORDER BY conversation, delivery_id {lock}
     """,
     rows=True,
 )
-DROP_DESTINATION_HEADS = Statement("DELETE FROM heads WHERE destination = :destination")
+DROP_DESTINATION_HEADS = Statement(
+    """
+    DELETE FROM heads WHERE destination = :destination AND NOT EXISTS (
+        SELECT 1 FROM deliveries AS d WHERE d.id = heads.delivery_id AND d.state = 'pending')
+    """
+)
 
 BURY_DESTINATION = Statement(
     """

@@ -81,7 +81,7 @@ class SharedStore(RepliesStore, ABC):
     async def release(self, ids: Sequence[int]) -> None:
         if ids:
             await self._write(
-                step(schema.RELEASE, ids=list(ids)), step(schema.RELEASE_HEADS, ids=list(ids))
+                step(schema.RELEASE_HEADS, ids=list(ids)), step(schema.RELEASE, ids=list(ids))
             )
 
     async def save_progress(self, delivery_id: int, progress: int) -> None:
@@ -107,8 +107,8 @@ class SharedStore(RepliesStore, ABC):
             where = {"ids": list(ids), "next_at": next_at}
             at = time.time() if now is None else now
             await self._write(
-                step(schema.RETRY_LATER, reason=reason, detail=detail, **where),
                 step(schema.RETRY_HEADS, **where),
+                step(schema.RETRY_LATER, reason=reason, detail=detail, **where),
                 attempt_step(ids, at, "retry", reason, detail, took),
             )
 
