@@ -118,6 +118,12 @@ async def test_a_server_that_is_gone_is_a_network_failure() -> None:
     assert isinstance(outcome, RetryLater) and outcome.reason == "network"
 
 
+async def test_deeply_nested_garbage_is_a_bad_answer(oneroute: FakeOneRoute) -> None:
+    oneroute.faults.answer_next(status=200, body=b"[" * 100_000, content_type="application/json")
+    outcome = await send(oneroute, message())
+    assert isinstance(outcome, RetryLater) and outcome.reason == "bad_answer"
+
+
 async def test_a_redirect_is_not_followed_with_the_api_key(oneroute: FakeOneRoute) -> None:
     # aiohttp keeps custom headers (apiKey) across a redirect, even to another host.
     async def redirect(request: web.Request) -> web.Response:

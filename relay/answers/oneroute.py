@@ -135,5 +135,5 @@ class OneRouteClient:
 def _json(raw: bytes) -> Any:
     try:
         return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # deep nesting: not OneRoute's
         return None
