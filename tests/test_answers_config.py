@@ -90,3 +90,12 @@ def test_a_topic_per_conversation_is_not_one_topic() -> None:
     )
     (line,) = errors(text)
     assert "remove topic_id" in line
+
+
+@pytest.mark.parametrize("channel", ['"#support"', "support", "support-team"])
+def test_slack_replies_need_the_channel_id_not_its_name(channel: str) -> None:
+    # Slack's events name the channel by id: with a name, no message would ever be an
+    # answer, and every one would be acknowledged and dropped without a word.
+    (line,) = errors(BASE.replace("channel: C1", f"channel: {channel}"))
+    assert "channel id" in line and line.startswith("relay.yaml:")
+    assert parse_config(BASE.replace("channel: C1", "channel: C0123ABCD"), environ={})

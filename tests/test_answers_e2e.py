@@ -387,6 +387,40 @@ async def test_a_telegram_reply_reaches_the_customer(
     assert await sent_texts(fake_oneroute, 2) == ["Telegram answer", "Second answer"]
 
 
+async def test_a_reply_to_the_relay_s_refusal_in_telegram_is_an_answer(
+    customer_thread: CustomerThread, fake_telegram: FakeTelegram, fake_oneroute: FakeOneRoute,
+) -> None:
+    # The refusal is one of the relay's messages of the conversation: replying to it, to
+    # try again, is answering (README: "a person's reply to any of the relay's messages").
+    running, _ = await customer_thread(in_window=False)
+    await until(lambda: len(fake_telegram.messages) >= 1)
+    first = fake_telegram.messages[0].message_id
+    await recorded(running, "ops", first)
+    fake_telegram.user_message(text="Too late?", reply_to=first)
+
+    def refusals() -> list[Any]:
+        return [m for m in fake_telegram.messages if "Not sent to the customer" in m.text]
+
+    await until(refusals)
+    fake_oneroute.customer_wrote(CUSTOMER, CONVERSATION)  # the customer writes again
+    fake_telegram.user_message(text="Now it works", reply_to=refusals()[0].message_id)
+    assert await sent_texts(fake_oneroute) == ["Now it works"]
+
+
+async def test_a_telegram_answer_with_a_lone_surrogate_does_not_block_the_bot(
+    customer_thread: CustomerThread, fake_telegram: FakeTelegram, fake_oneroute: FakeOneRoute,
+) -> None:
+    # JSON may carry a lone surrogate ("\\ud83d" without its pair): Python reads it, UTF-8
+    # cannot encode it. Storing must not fail for ever, holding back every later update.
+    running, _ = await customer_thread()
+    await until(lambda: len(fake_telegram.messages) >= 1)
+    first = fake_telegram.messages[0].message_id
+    await recorded(running, "ops", first)
+    fake_telegram.user_message(text="Broken emoji \ud83d here", reply_to=first)
+    fake_telegram.user_message(text="Next answer", reply_to=first)
+    assert await sent_texts(fake_oneroute, 2) == ["Broken emoji \ufffd here", "Next answer"]
+
+
 async def test_a_topic_per_conversation_and_a_message_in_it_is_an_answer(
     start: Start, customer_thread: CustomerThread, fake_telegram: FakeTelegram,
     fake_oneroute: FakeOneRoute,

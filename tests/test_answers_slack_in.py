@@ -601,6 +601,23 @@ async def test_events_api_ignores_what_is_not_an_answer(
     assert recorder.calls == []
 
 
+async def test_events_api_odd_envelopes_are_not_answers_and_not_errors(
+    events: Any, fake_slack: FakeSlack, recorder: Store
+) -> None:
+    for ev in (
+        event(subtype=["thread_broadcast"]),  # not text: unhashable
+        event(subtype={"x": 1}),
+        event(channel=["C1"]),
+        ["not", "an", "event"],
+    ):
+        payload = fake_slack.event_payload(ev)
+        assert await post(events, *fake_slack.events_request(SIGNING_SECRET, payload)) == (
+            200,
+            {"ok": True},
+        )
+    assert recorder.calls == []
+
+
 async def test_events_api_answers_url_verification(events: Any, fake_slack: FakeSlack) -> None:
     payload = {
         "token": "t",

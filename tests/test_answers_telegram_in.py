@@ -284,6 +284,18 @@ async def test_a_reply_that_could_not_be_stored_is_read_again(
     assert "could not store a Telegram reply for ops-telegram" in caplog.text
 
 
+async def test_an_update_the_relay_cannot_read_does_not_stop_the_poller(
+    fake_telegram: FakeTelegram, recorder: Store, poll: Callable[..., TelegramPoller]
+) -> None:
+    parent = await relay_message(fake_telegram)
+    odd = fake_telegram.user_message(CHAT_ID, "from the far future", reply_to=parent)
+    odd["message"]["date"] = 10**400  # an int, but no float: OverflowError
+    fake_telegram.user_message(CHAT_ID, "the answer", reply_to=parent)
+    await poll().start()
+    await until(lambda: len(recorder.replies) == 1)
+    assert [reply.text for reply in recorder.replies.values()] == ["the answer"]
+
+
 async def test_a_poller_restarted_after_a_failure_reads_the_update_again(
     fake_telegram: FakeTelegram, recorder: Store, poll: Callable[..., TelegramPoller]
 ) -> None:

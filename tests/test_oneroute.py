@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp import web
 
 from relay.answers.oneroute import OneRouteClient, SessionMessage, classify_oneroute
 from relay.outcome import Permanent, RetryLater, Sent
@@ -115,3 +116,33 @@ async def test_a_server_that_is_gone_is_a_network_failure() -> None:
     outcome = await client.send(message())
     await client.close()
     assert isinstance(outcome, RetryLater) and outcome.reason == "network"
+
+
+async def test_deeply_nested_garbage_is_a_bad_answer(oneroute: FakeOneRoute) -> None:
+    oneroute.faults.answer_next(status=200, body=b"[" * 100_000, content_type="application/json")
+    outcome = await send(oneroute, message())
+    assert isinstance(outcome, RetryLater) and outcome.reason == "bad_answer"
+
+
+async def test_a_redirect_is_not_followed_with_the_api_key(oneroute: FakeOneRoute) -> None:
+    # aiohttp keeps custom headers (apiKey) across a redirect, even to another host.
+    async def redirect(request: web.Request) -> web.Response:
+        target = oneroute.api_url.replace("127.0.0.1", "localhost") + request.path
+        raise web.HTTPTemporaryRedirect(target)
+
+    app = web.Application()
+    app.router.add_post("/api/public/conversation/text", redirect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    client = OneRouteClient(api_key=fake_module.API_KEY, api_url=f"http://127.0.0.1:{port}")
+    try:
+        outcome = await client.send(message())
+    finally:
+        await client.close()
+        await runner.cleanup()
+    assert not oneroute.sent
+    assert isinstance(outcome, RetryLater) and "307" in outcome.detail
+    assert fake_module.API_KEY not in outcome.detail

@@ -30,7 +30,7 @@ TELEGRAM_ACCEPTED = "👍"
 
 class Feedback(Protocol):
     async def accepted(self, reply: Reply) -> None: ...
-    async def refused(self, reply: Reply, words: str) -> None: ...
+    async def refused(self, reply: Reply, words: str) -> str | None: ...  # what it posted
     async def close(self) -> None: ...
 
 
@@ -57,13 +57,14 @@ class SlackFeedback:
         except Exception as exc:
             _trouble(reply, "mark the answer as sent", exc, self.redact)
 
-    async def refused(self, reply: Reply, words: str) -> None:
+    async def refused(self, reply: Reply, words: str) -> str | None:
         try:
             await self._web().chat_postMessage(
                 channel=reply.channel, thread_ts=reply.thread_ts, text=_escape_slack(words)
             )
         except Exception as exc:
             _trouble(reply, "say why the answer was not sent", exc, self.redact)
+        return None  # in the thread: a reply there is an answer already
 
     async def close(self) -> None:
         if self._client is not None:
@@ -92,7 +93,8 @@ class TelegramFeedback:
             {"chat_id": reply.chat_id, "message_id": reply.message_id, "reaction": reaction},
         )
 
-    async def refused(self, reply: Reply, words: str) -> None:
+    async def refused(self, reply: Reply, words: str) -> str | None:
+        """The message id of the explanation: a reply to it is an answer too."""
         params: dict[str, object] = {
             "chat_id": reply.chat_id,
             "text": words,
@@ -103,16 +105,21 @@ class TelegramFeedback:
         }
         if reply.topic is not None:
             params["message_thread_id"] = reply.topic
-        await self._call(reply, "say why the answer was not sent", "sendMessage", params)
+        sent = await self._call(reply, "say why the answer was not sent", "sendMessage", params)
+        message_id = sent.get("message_id") if isinstance(sent, dict) else None
+        return str(message_id) if isinstance(message_id, int) else None
 
     async def close(self) -> None:
         await self._bot.close()
 
-    async def _call(self, reply: Reply, what: str, method: str, params: dict[str, object]) -> None:
+    async def _call(
+        self, reply: Reply, what: str, method: str, params: dict[str, object]
+    ) -> object:
         try:
-            await self._bot.get().do_api_request(method, api_kwargs=params, return_type=None)
+            return await self._bot.get().do_api_request(method, api_kwargs=params, return_type=None)
         except Exception as exc:
             _trouble(reply, what, exc, self.redact)
+            return None
 
 
 def _trouble(reply: Reply, what: str, exc: BaseException, redact: Redactor) -> None:

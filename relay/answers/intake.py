@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any, Protocol
 
 from relay.answers.model import Reply
@@ -30,6 +32,7 @@ from relay.store.replies import ANSWER_EVENT
 log = logging.getLogger("relay.answers")
 
 LANE_PREFIX = "@answers:"
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # a str holds pairs as one code point
 
 
 def answer_lane(destination: str) -> str:
@@ -39,9 +42,12 @@ def answer_lane(destination: str) -> str:
 
 
 def answer_body(reply: Reply, conversation: str) -> bytes:
-    """What is stored: canonical JSON, the same bytes for the same message."""
-    data = {"conversation": conversation, "reply": json.loads(reply.to_json())}
-    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    """What is stored: canonical JSON, the same bytes for the same message. A lone surrogate
+    (JSON may carry one, UTF-8 cannot) becomes U+FFFD: else storing would fail every time
+    the platform delivers the message again, holding back every answer after it."""
+    data = {"conversation": conversation, "reply": asdict(reply)}
+    text = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return _LONE_SURROGATE.sub("\ufffd", text).encode()
 
 
 def read_answer(event: Mapping[str, Any]) -> tuple[Reply, str]:

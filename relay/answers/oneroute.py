@@ -101,7 +101,10 @@ class OneRouteClient:
         request = self.request(message)
         try:
             async with self._client().post(
-                self._url, json=request.body, headers={KEY_HEADER: self._api_key}
+                self._url,
+                json=request.body,
+                headers={KEY_HEADER: self._api_key},
+                allow_redirects=False,  # aiohttp would take the apiKey header along
             ) as response:
                 raw = await response.read()
                 status, retry_after = response.status, response.headers.get("Retry-After")
@@ -132,5 +135,5 @@ class OneRouteClient:
 def _json(raw: bytes) -> Any:
     try:
         return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # deep nesting: not OneRoute's
         return None

@@ -55,6 +55,9 @@ class SenderStore(Protocol):
     async def answer_going_out(
         self, destination: str, conversation: str, text: str, now: float
     ) -> None: ...
+    async def remember_sent(
+        self, destination: str, ref: str, conversation: str, now: float
+    ) -> None: ...
 
 
 def render_answer(event: Mapping[str, Any]) -> Sequence[Answer]:
@@ -113,7 +116,7 @@ class AnswerSender:
         if isinstance(outcome, Sent):
             await self.feedback.accepted(reply)
         elif isinstance(outcome, Permanent):
-            await self.feedback.refused(reply, refusal_words(outcome))
+            await self._refused(reply, conversation, outcome)
         state = {Sent: "sent", RetryLater: "retried", Permanent: "dead"}[type(outcome)]
         reason = "" if isinstance(outcome, Sent) else str(outcome.reason)
         self.metrics.replies.labels(self.destination, state, reason).inc()
@@ -155,9 +158,24 @@ class AnswerSender:
         """The lane gave up on these answers (`give_up_after`): say so where they were
         written, with the last failure."""
         for body in bodies:
-            reply, _ = read_answer(parse_event(body))
+            reply, conversation = read_answer(parse_event(body))
             self.metrics.replies.labels(self.destination, "dead", str(outcome.reason)).inc()
-            await self.feedback.refused(reply, refusal_words(outcome))
+            await self._refused(reply, conversation, outcome)
+
+    async def _refused(self, reply: Reply, conversation: str, outcome: Permanent) -> None:
+        """Say why where the answer was written; the explanation is one of the relay's
+        messages of the conversation, so a reply to it (trying again) is an answer."""
+        ref = await self.feedback.refused(reply, refusal_words(outcome))
+        if ref is None:
+            return
+        try:
+            await self.store.remember_sent(self.destination, ref, conversation, self.clock())
+        except Exception as error:  # a courtesy, as the feedback itself
+            log.warning(
+                "could not remember the explanation (a reply to it is not an answer): %s",
+                error,
+                extra=fields(destination=self.destination),
+            )
 
     async def close(self) -> None:
         await self.feedback.close()

@@ -69,12 +69,13 @@ def slack_replies(payload: Mapping[str, Any], sources: Sequence[ReplySource]) ->
     """The replies in one `event_callback` payload (pure): a person's new message in a
     thread (`thread_ts` set and not its own `ts`) of a watched channel, from an allowed
     user, not a note, with some text — one per source watching that channel."""
-    if payload.get("type") != "event_callback":
+    if not isinstance(payload, Mapping) or payload.get("type") != "event_callback":
         return []
     event = payload.get("event")
     if not isinstance(event, Mapping) or event.get("type") != "message":
         return []
-    if event.get("subtype") not in _PERSON_SUBTYPES:
+    subtype = event.get("subtype")
+    if not (subtype is None or isinstance(subtype, str)) or subtype not in _PERSON_SUBTYPES:
         return []
     if event.get("bot_id") or event.get("bot_profile"):
         return []

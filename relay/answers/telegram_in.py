@@ -216,7 +216,17 @@ class TelegramPoller:
                     "is not an update (no update_id); asking again",
                 )
                 return False, offset
-            for reply in telegram_replies(update, self.sources):
+            try:
+                replies = telegram_replies(update, self.sources)
+            except Exception as exc:  # an update of a shape no one foresaw: not an answer
+                _log.warning(
+                    "Telegram replies for %s: skipped update %s, which cannot be read (%s)",
+                    self._names,
+                    update["update_id"],
+                    self.redact(short_detail(describe(exc))),
+                )
+                replies = []
+            for reply in replies:
                 try:
                     await self._on_reply(reply)
                 except Exception as exc:

@@ -57,16 +57,19 @@ ADD_SENT = Statement(
     """
     INSERT INTO sent_messages (destination, ref, conversation, sent_at)
     VALUES (:destination, :ref, :conversation, :now)
-    ON CONFLICT DO NOTHING
+    ON CONFLICT (destination, ref)
+    DO UPDATE SET conversation = excluded.conversation, sent_at = excluded.sent_at
     """
-)
+)  # the newest wins: a ref seen again is a message of another chat (ids start again there)
 
-# A Slack thread's parent, or any message the relay sent there.
+# Any message the relay sent there (the newest record), else a Slack thread's parent.
 CONVERSATION_OF = Statement(
     """
-    SELECT conversation FROM threads WHERE destination = :destination AND parent = :ref
+    SELECT conversation, 0 AS pick FROM sent_messages
+    WHERE destination = :destination AND ref = :ref
     UNION ALL
-    SELECT conversation FROM sent_messages WHERE destination = :destination AND ref = :ref
+    SELECT conversation, 1 AS pick FROM threads WHERE destination = :destination AND parent = :ref
+    ORDER BY pick LIMIT 1
     """,
     rows=True,
 )
@@ -81,6 +84,15 @@ TOPIC_OF = Statement(
 TOPIC_CONVERSATION = Statement(
     "SELECT conversation FROM topics WHERE destination = :destination AND thread_id = :thread_id",
     rows=True,
+)
+
+# A topic id is per chat: one still recorded for another conversation is of the chat the
+# destination posted to before (ids start again in a new chat), and no longer stands.
+DROP_STALE_TOPIC = Statement(
+    """
+    DELETE FROM topics
+    WHERE destination = :destination AND thread_id = :thread_id AND conversation <> :conversation
+    """
 )
 
 # The first writer wins, as with thread parents (ADD_THREAD_PARENT in relay/store/schema.py).
@@ -161,7 +173,8 @@ class RepliesStore:
     ) -> int:
         """Record the conversation's topic unless one exists; the topic that stands."""
         where = {"destination": destination, "conversation": conversation}
-        _, ((topic,),) = await self._write(
+        _, _, ((topic,),) = await self._write(
+            step(DROP_STALE_TOPIC, thread_id=thread_id, **where),
             step(ADD_TOPIC, thread_id=thread_id, name=name, **where),
             step(TOPIC_OF, **where),
         )

@@ -20,6 +20,7 @@ from relay.config.types import (
 
 SLACK_API_URL = "https://slack.com/api/"
 _WEBHOOK_URL = re.compile(r"https?://[^\s/?#@]+/\S*")
+_CHANNEL_ID = re.compile(r"[CG][A-Z0-9]+")  # a public or private channel's id
 
 
 def _webhook_url(value: SecretStr) -> SecretStr:
@@ -94,6 +95,11 @@ class SlackDestination(DestinationBase):
             raise ValueError(
                 "replies need a bot token and thread_by_conversation: true (an answer is "
                 "written in the conversation's thread)"
+            )
+        if self.replies is not None and not _CHANNEL_ID.fullmatch(self.channel or ""):
+            raise ValueError(
+                "replies need the channel id (e.g. C0123456789; in Slack: the channel's "
+                "details, at the bottom), not its name: Slack's events name channels by id"
             )
         return self
 
