@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from relay.store.replies import AnswersStore
 from relay.store.views import ConsoleStore
 
 DUPLICATE_WINDOW = 24 * 3600.0  # the same body within this window is not stored twice
@@ -163,7 +164,7 @@ class AdminStore(Protocol):
         """Delete delivered events older than `retention` and expired duplicate marks."""
 
 
-class Store(IngestStore, LaneStore, AdminStore, ConsoleStore, Protocol):
+class Store(IngestStore, LaneStore, AdminStore, ConsoleStore, AnswersStore, Protocol):
     """A whole engine: every caller's part, and its lifecycle."""
 
     async def open(self) -> None:

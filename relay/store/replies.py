@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from relay.store.sql import Statement, Step, step
 
@@ -136,6 +136,25 @@ def digest(text: str) -> str:
     """How an answer's text is remembered for the echo check: spaces at the ends do not
     count (OneRoute may trim them), and the text itself is not kept."""
     return hashlib.sha256(text.strip().encode()).hexdigest()
+
+
+class AnswersStore(Protocol):
+    """What answers need of a store (relay/answers/, topics): part of `Store`."""
+
+    async def remember_sent(
+        self, destination: str, ref: str, conversation: str, now: float
+    ) -> None: ...
+    async def conversation_of(self, destination: str, ref: str) -> str | None: ...
+    async def topic_of(self, destination: str, conversation: str) -> int | None: ...
+    async def topic_conversation(self, destination: str, thread_id: int) -> str | None: ...
+    async def set_topic(
+        self, destination: str, conversation: str, thread_id: int, name: str
+    ) -> int: ...
+    async def latest_events(self, conversation: str, limit: int = LATEST_EVENTS) -> list[bytes]: ...
+    async def answer_going_out(
+        self, destination: str, conversation: str, text: str, now: float
+    ) -> None: ...
+    async def answered_from(self, conversation: str, text: str, since: float) -> set[str]: ...
 
 
 class RepliesStore:
