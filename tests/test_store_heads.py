@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -241,6 +242,8 @@ def heads_machine(make_store: Callable[[], Store]) -> type[RuleBasedStateMachine
             else:
                 run(self.loop, self.store.release(ids))
             for row in rows:
+                if outcome != "release" and row.state != "pending":
+                    continue  # a late outcome changes nothing of a finished row
                 row.lease_until = row.lease_owner = None
                 if outcome == "sent":
                     row.state = "sent"
@@ -670,3 +673,32 @@ async def test_a_retry_and_a_burial_of_its_destination_at_once_do_not_deadlock(
         await heads_are_the_oldest_pending_rows(a)
     finally:
         await asyncio.gather(a.close(), b.close())
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+async def test_a_late_outcome_leaves_a_finished_row_as_it_is(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """An earlier lane holder's outcome arriving after another instance finished the row:
+    a sent row is not made dead (which `dead retry` would send again) nor given a failure."""
+    store = (
+        PostgresStore(request.getfixturevalue("pg_url"))
+        if engine == "postgresql"
+        else SQLiteStore(tmp_path / "relay.db")
+    )
+    await store.open()
+    try:
+        await store.accept(Incoming(b'{"n":1}', "newMessage", "c", ("a",), T0))
+        await store.accept(Incoming(b'{"n":2}', "newMessage", "c", ("a",), T0))
+        first, second = await store.claim("a", T0, 1, 60.0, "new", run=2)
+        await store.mark_sent([first.id], T0 + 1)
+        await store.bury([second.id], T0 + 1, "forbidden", "kicked")
+        await store.bury([first.id], T0 + 2, "timeout", "late")  # the old holder, late
+        await store.retry_later([first.id], T0 + 9, "timeout", "late")
+        await store.mark_sent([second.id], T0 + 2)
+        assert [letter.id for letter in await store.dead_letters()] == [second.id]
+        assert await store.revive(None, T0 + 3) == 1
+        (again,) = await store.claim("a", T0 + 3, 1, 60.0, "new", run=2)
+        assert again.id == second.id  # the sent row stays sent: only the dead one comes back
+    finally:
+        await store.close()

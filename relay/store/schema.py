@@ -306,11 +306,14 @@ RELEASE_HEADS = Statement(
 
 SAVE_PROGRESS = Statement("UPDATE deliveries SET progress = :progress WHERE id = :id")
 
+# Outcomes change pending rows only: an earlier lane holder's late outcome (its lease ran out
+# and another instance finished the row meanwhile) must not turn a sent row dead, which `dead
+# retry` would send again, nor put a failure on a delivered one.
 MARK_SENT = Statement(
     """
     UPDATE deliveries SET state = 'sent', finished_at = :now, lease_until = NULL,
         lease_owner = NULL
-    WHERE id {in_ids}
+    WHERE id {in_ids} AND state = 'pending'
     """
 )
 
@@ -318,7 +321,7 @@ BURY = Statement(
     """
     UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished_at = :now,
         reason = :reason, detail = :detail, lease_until = NULL, lease_owner = NULL
-    WHERE id {in_ids}
+    WHERE id {in_ids} AND state = 'pending'
     """
 )
 
@@ -326,7 +329,7 @@ RETRY_LATER = Statement(
     """
     UPDATE deliveries SET attempts = attempts + 1, next_at = :next_at, reason = :reason,
         detail = :detail, lease_until = NULL, lease_owner = NULL
-    WHERE id {in_ids}
+    WHERE id {in_ids} AND state = 'pending'
     """
 )
 RETRY_HEADS = Statement(
