@@ -300,6 +300,16 @@ class Lane:
         for part in range(start, len(messages)):
             if part > start:
                 await self.pacer.wait(self.courier.limits)
+                if not await self._hold_lane():
+                    # A long message (paced parts) outlived this instance's hold on the lane,
+                    # and another instance took it: that one resumes from the saved part;
+                    # going on here would send the rest twice.
+                    log.warning(
+                        "another instance took the lane mid-message; it sends the rest",
+                        extra=self._fields(first),
+                    )
+                    await self.store.release([row.id for row in rows])
+                    return
             try:
                 outcome = await self.courier.send(messages[part], thread)
             finally:

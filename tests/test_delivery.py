@@ -71,13 +71,16 @@ async def make_relay(
     relays: list[Relay] = []
 
     async def make(
-        destinations: str, routes: str = "- to: [dest]\n", storage: str | None = None
+        destinations: str,
+        routes: str = "- to: [dest]\n",
+        storage: str | None = None,
+        delivery: str = "timeout: 2s",
     ) -> Harness:
         """A relay on SQLite in tmp_path, or on `storage` (a PostgreSQL URL)."""
         text = (
             f'oneroute: {{secrets: ["{SECRET}"]}}\n'
             f"storage: {storage or f'sqlite:///{tmp_path}/relay.db'}\n"
-            "delivery: {timeout: 2s}\n"
+            f"delivery: {{{delivery}}}\n"
             "destinations:\n" + textwrap.indent(textwrap.dedent(destinations), "  ")
             + "routes:\n" + textwrap.indent(textwrap.dedent(routes), "  ")
         )
@@ -571,3 +574,30 @@ async def test_telegram_media_goes_alone_in_its_place(
     assert numbers(texts, "m") == [0, 1, 2, 3] and numbers(texts, "n") == [1]
     (photo_post,) = [m for m in fake_telegram.messages if m.method.lower() == "sendphoto"]
     assert numbers([photo_post.text or ""], "m") == [2] and not numbers([photo_post.text], "n")
+
+
+async def test_a_lane_taken_over_mid_message_leaves_the_rest_to_the_new_holder(
+    make_relay: Any, fake_telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long message's parts are paced; when another instance takes the lane between two
+    parts (this one could not renew it), this one stops, and the rest is sent once, by
+    whoever holds the lane, from the part it had reached."""
+    harness = await make_relay(
+        telegram_destination(fake_telegram), delivery="timeout: 2s, lane_lease: 3ms"
+    )
+    lost = True
+
+    async def hold_lane(destination: str, owner: str, ttl: float, now: float) -> bool:
+        return not (fake_telegram.messages and lost)  # lost once the first part is out
+
+    monkeypatch.setattr(harness.relay.store, "hold_lane", hold_lane)
+    assert await harness.post(event("b", 0, content="word " * 1200)) == 200  # two parts
+    await until(lambda: fake_telegram.messages)
+    await asyncio.sleep(0.5)
+    assert len(fake_telegram.messages) == 1  # not the second part while another holds it
+    lost = False  # the lane comes back: the rest goes out, once
+    await until(lambda: len(fake_telegram.messages) == 2)
+    await asyncio.sleep(0.3)
+    first, second = fake_telegram.messages
+    assert len(fake_telegram.messages) == 2 and first.text != second.text
+    assert "word" in second.text

@@ -24,6 +24,11 @@ def serve_logging() -> Iterator[Any]:
     """Logging as `relay serve` sets it up, into a StringIO; restored afterwards."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level, logs._handler)
+    # setup() also quiets and scrubs the libraries' loggers: later tests (in this worker)
+    # assert on what those libraries log, so they get their levels and filters back.
+    libraries = [logging.getLogger(name) for name in (*logs.LIBRARY_LOGGERS, "hpack",
+                                                       "aiohttp.access")]  # fmt: skip
+    kept = [(logger, logger.level, logger.filters[:]) for logger in libraries]
 
     def setup(log_format: logs.LogFormat) -> io.StringIO:
         logs.setup(Redactor(SECRET), "info", log_format)
@@ -34,6 +39,9 @@ def serve_logging() -> Iterator[Any]:
     yield setup
     root.handlers[:], logs._handler = saved[0], saved[2]
     root.setLevel(saved[1])
+    for logger, level, filters in kept:
+        logger.setLevel(level)
+        logger.filters[:] = filters
 
 
 def lines(text: str) -> list[str]:
