@@ -327,8 +327,9 @@ async def test_a_bug_while_delivering_one_message_is_logged_counted_and_retried(
         return await real_send(self, message, thread)
 
     monkeypatch.setattr(ConsoleSender, "send", buggy_send)
+    # One event a message: coalesced, both would share the failed send (a count of 2).
     harness = await make_relay("""
-    dest: {type: console}
+    dest: {type: console, coalesce: false}
     """)
     assert await harness.post(event("b", 0)) == 200
     assert await harness.post(event("c", 0)) == 200
