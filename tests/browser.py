@@ -9,6 +9,7 @@ run on the event loop, so every call goes through a thread (`Browser` wraps them
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +20,8 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
+# Set by .ci/run, which installs Chromium: there a missing browser fails, never skips.
+REQUIRED_ENV = "RELAY_BROWSER_TESTS_REQUIRED"
 INSTALL = "apt-get install -y chromium chromium-driver"
 
 T = TypeVar("T")
@@ -129,6 +132,8 @@ class Browser:
 async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
     """A headless Chromium; screenshots go to tmp_path/screenshots."""
     if (missing := _missing()) is not None:
+        if os.environ.get(REQUIRED_ENV):  # CI installs them: missing there is a failure
+            pytest.fail(missing)
         pytest.skip(missing)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
