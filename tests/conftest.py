@@ -14,6 +14,7 @@ from tests.fakes.oneroute import FakeOneRoute
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
 from tests.process import RelayProcess
+from tests.replies import Store
 
 # pg_database, pg_url, pg_empty_url: a real PostgreSQL database on 127.0.0.1:5432;
 # browser: a headless Chromium (the console's browser tests).
@@ -75,3 +76,9 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
 # suite runs in parallel) it fails tests that are correct. Speed is measured in bench/.
 settings.register_profile("relay", deadline=None)
 settings.load_profile("relay")
+
+
+@pytest.fixture
+def recorder() -> Store:
+    """Where a listener of answers hands its replies (tests/replies.py)."""
+    return Store()

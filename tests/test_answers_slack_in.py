@@ -31,31 +31,11 @@ from tests.fakes.slack import (
     TEAM,
     FakeSlack,
 )
+from tests.replies import Store
 from tests.waiting import until
 
 OTHER_CHANNEL = "C0FAKE00002"
 FAST = Backoff(first=0.02, most=0.05, refused=0.05)
-
-
-class Store:
-    """What the relay's store does with replies, as far as listeners can tell: keeps each
-    key once, and can fail (`failing`) or hold a call (`hold`) like a store under load."""
-
-    def __init__(self) -> None:
-        self.calls: list[Reply] = []
-        self.replies: dict[str, Reply] = {}
-        self.failing = 0  # the next n calls raise `error`
-        self.error: Exception = OSError("database is locked")
-        self.hold: asyncio.Event | None = None
-
-    async def __call__(self, reply: Reply) -> None:
-        self.calls.append(reply)
-        if self.hold is not None:
-            await self.hold.wait()
-        if self.failing:
-            self.failing -= 1
-            raise self.error
-        self.replies.setdefault(reply.key, reply)
 
 
 def source(channel: str = CHANNEL, **kwargs: Any) -> ReplySource:
@@ -239,11 +219,6 @@ def test_each_destination_watching_the_channel_gets_its_own_reply() -> None:
 
 
 # ------------------------------------------------------------------ Socket Mode
-
-
-@pytest.fixture
-def recorder() -> Store:
-    return Store()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from relay.answers.telegram_in import TelegramPoller, telegram_replies
 from relay.integrations.telegram.render import TelegramCall
 from relay.integrations.telegram.send import TelegramSender, build_bot
 from tests.fakes.telegram import CHAT_ID, HUMAN_ID, TOKEN, FakeTelegram
+from tests.replies import Store
 from tests.waiting import until
 
 pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
@@ -24,25 +25,6 @@ FORUM = -1002000000002
 OTHER_CHAT = -1003000000003
 WRONG_TOKEN = "987654321:AAWrongTokenForRelayRepliesTests000000"
 FAST = Backoff(first=0.02, most=0.05, refused=0.05)
-
-
-class Store:
-    """The relay's store as a poller sees it: keeps each key once; can fail or hold."""
-
-    def __init__(self) -> None:
-        self.calls: list[Reply] = []
-        self.replies: dict[str, Reply] = {}
-        self.failing = 0  # the next n calls raise
-        self.hold: asyncio.Event | None = None
-
-    async def __call__(self, reply: Reply) -> None:
-        self.calls.append(reply)
-        if self.hold is not None:
-            await self.hold.wait()
-        if self.failing:
-            self.failing -= 1
-            raise OSError("database is locked")
-        self.replies.setdefault(reply.key, reply)
 
 
 def source(chat: int | str = CHAT_ID, **kwargs: Any) -> ReplySource:
@@ -152,11 +134,6 @@ def test_chats_named_by_username_and_each_destination(tg: FakeTelegram) -> None:
 
 
 # ------------------------------------------------------------------ the poller
-
-
-@pytest.fixture
-def recorder() -> Store:
-    return Store()
 
 
 @pytest.fixture
