@@ -38,6 +38,7 @@ import aiohttp
 from bench.common import (
     PATH,
     ROOT,
+    children_cpu,
     conversation_id,
     cpu_seconds,
     free_port,
@@ -115,17 +116,6 @@ def attack_main(argv: list[str]) -> int:
 
 
 # --- the valid webhooks and the variants -------------------------------------------------------
-
-
-def children_cpu(pid: int) -> float:
-    """CPU seconds of the live children of `pid` (the relay's worker process)."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:
-                total += cpu_seconds(int(stat.parent.name))
-    return total
 
 
 async def _post_valid(

@@ -97,13 +97,19 @@ def sign(body: bytes) -> str:
 
 
 def write_config(
-    directory: Path, port: int, destinations: str, routes: str, name: str = "relay"
+    directory: Path,
+    port: int,
+    destinations: str,
+    routes: str,
+    name: str = "relay",
+    workers: int = 0,
 ) -> Path:
     """A relay.yaml for a benchmark: 127.0.0.1:port, the bench secret, SQLite in `directory`
-    (synchronous=FULL, as shipped). `destinations` and `routes` are YAML blocks."""
+    (synchronous=FULL, as shipped), `workers` ingest worker processes. `destinations` and
+    `routes` are YAML blocks."""
     config = directory / f"{name}.yaml"
     config.write_text(
-        f"""server: {{host: 127.0.0.1, port: {port}, path: {PATH}}}
+        f"""server: {{host: 127.0.0.1, port: {port}, path: {PATH}, workers: {workers}}}
 oneroute: {{secrets: ["{SECRET}"], allowed_ips: ["127.0.0.1", "::1"]}}
 storage: sqlite:///{directory}/{name}.db
 destinations:
@@ -252,6 +258,22 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu(pid: int) -> float:
+    """CPU seconds of the live children of `pid` (a relay's ingest workers and helpers)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                total += cpu_seconds(int(stat.parent.name))
+    return total
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its live children: all of a relay's processes."""
+    return cpu_seconds(pid) + children_cpu(pid)
 
 
 def machine_busy() -> tuple[float, float]:

@@ -83,7 +83,7 @@ class GroupCommit:
 
 def build_app(stage: str, db: Path) -> web.Application:
     verifier = Verifier([SECRET])
-    commit = GroupCommit(db, "FULL" if stage == "durable" else "OFF") if stage != "verify" else None
+    commit = GroupCommit(db, SYNCHRONOUS[stage]) if stage != "verify" else None
 
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()

@@ -25,7 +25,6 @@ from typing import Any
 from bench.common import (
     Server,
     bare_server,
-    cpu_seconds,
     free_port,
     machine_busy,
     median,
@@ -34,6 +33,7 @@ from bench.common import (
     running,
     save,
     table,
+    tree_cpu_seconds,
     write_config,
 )
 from bench.load import pick, run_load
@@ -44,7 +44,7 @@ CONNECTIONS = 32
 TARGET_RATIO, TARGET_P99_MS = 0.5, 25.0
 
 
-def relay_config(directory: Path, port: int, slack: FakeSlack) -> Path:
+def relay_config(directory: Path, port: int, slack: FakeSlack, workers: int = 0) -> Path:
     directory.mkdir(exist_ok=True)
     return write_config(
         directory,
@@ -57,6 +57,7 @@ support-slack:
   api_url: {slack.api_url}
 """,
         "- {name: everything, to: [support-slack]}",
+        workers=workers,
     )
 
 
@@ -74,13 +75,13 @@ async def measure(
     prefix = f"{tag}-{time.time_ns()}"
     warm = await run_load(server.port, warmup, CONNECTIONS, prefix + "-warm", generator)
     background = await background_busy()
-    before, cpu_before, busy_before = server.status(), cpu_seconds(server.pid), machine_busy()
+    before, cpu_before, busy_before = server.status(), tree_cpu_seconds(server.pid), machine_busy()
     result = await run_load(server.port, seconds, CONNECTIONS, prefix, generator)
     busy_after = machine_busy()
     result["warmup_requests"] = warm["requests"]
     result["background_busy_pct"] = background
-    # CPU used by the server process (all its threads), in cores; the machine's, in %.
-    result["server_cores"] = (cpu_seconds(server.pid) - cpu_before) / result["seconds"]
+    # CPU of the server process and its children (ingest workers), in cores; the machine's, %.
+    result["server_cores"] = (tree_cpu_seconds(server.pid) - cpu_before) / result["seconds"]
     result["machine_busy_pct"] = (
         100 * (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1])
     )
@@ -123,8 +124,11 @@ async def run_relay(
     warmup: float,
     generator: str,
 ) -> dict[str, Any]:
+    """`patches` may hold `workers=N`: the relay with server.workers N (not a patch)."""
     port = free_port()
-    config = relay_config(directory, port, slack)
+    workers = [int(p.removeprefix("workers=")) for p in patches if p.startswith("workers=")]
+    patches = [p for p in patches if not p.startswith("workers=")]
+    config = relay_config(directory, port, slack, workers=max(workers, default=0))
     server = relay_server(config, port, *flags, patches=patches)
     async with running(server) as relay:
         result = await measure(relay, seconds, warmup, generator, directory.name)

@@ -60,6 +60,7 @@ def _read_event(file: str) -> dict[str, Any]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from relay.demo import curl_command
+    from relay.ingest.workers import WorkerOptions
     from relay.service import serve
 
     logs.setup(args.redactor, args.log_level, args.log_format)
@@ -70,8 +71,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         uvloop.install()
     banner += _curl_hint(curl_command(config))
+    workers = WorkerOptions(args.log_level, args.log_format, uvloop=args.uvloop)
     return asyncio.run(
-        serve(config, Path(args.config), banner, watch_file=args.watch, redactor=args.redactor)
+        serve(
+            config,
+            Path(args.config),
+            banner,
+            watch_file=args.watch,
+            redactor=args.redactor,
+            worker_options=workers,
+        )
     )
 
 

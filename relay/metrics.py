@@ -81,6 +81,11 @@ class Metrics:
             ["destination"],
             registry=r,
         )
+        self.ingest_worker_restarts = Counter(
+            "relay_ingest_worker_restarts",
+            "Ingest worker processes (server.workers) started again after they exited.",
+            registry=r,
+        )
         self.lane_restarts = Counter(
             "relay_lane_restarts",
             "Lanes restarted after their task ended unexpectedly (a bug; the log has it).",
@@ -119,6 +124,11 @@ class Metrics:
         if child is None:
             child = self._received[key] = self.events_received.labels(*key)
         child.inc()
+
+    def add_received(self, label: str, result: str, count: float) -> None:
+        """Count requests an ingest worker answered (labels already reduced there)."""
+        label = label if label in KNOWN_EVENTS or label in ("other", "unknown") else "other"
+        self.events_received.labels(label, result).inc(count)
 
     def config_loaded(self) -> None:
         """The config in use was loaded successfully (at start, or by a reload)."""

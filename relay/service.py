@@ -33,8 +33,9 @@ from relay.console.api import Source as ConsoleSource
 from relay.console.app import build_console, start_console
 from relay.destinations import build_courier
 from relay.errors import ConfigError, ConfigIssue, Reason, StoreUnavailable, TemplateError
-from relay.ingest.listen import listen
+from relay.ingest.listen import Listener, listen
 from relay.ingest.server import Gate, Ingest, build_app
+from relay.ingest.workers import IngestWorkers, WorkerOptions
 from relay.integrations.base import BuildContext, Courier
 from relay.integrations.telegram.config import TelegramDestination
 from relay.integrations.telegram.topics import with_topics
@@ -97,6 +98,7 @@ class Relay:
         self.answering = Answering(AnswerIntake(self.store, self._wake), self.store, self.owner)
         self._signatures: dict[str, tuple[Any, ...]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.reloaded: list[Callable[[Config], None]] = []  # told of each config reloaded
         self._reloading = asyncio.Lock()
         self._stopped = False
         self._ready: tuple[float, str | None] = (float("-inf"), None)
@@ -283,6 +285,8 @@ class Relay:
         await asyncio.gather(*(self.lanes.pop(name).stop(STOP_TIMEOUT) for name in changed))
         self.config = config
         self.ingest.gate = Gate.from_config(config)
+        for listener in self.reloaded:
+            listener(config)
         await self.answering.reload(config)
         await self._bury_orphans(config)
         for name, courier in plan.couriers.items():
@@ -382,6 +386,19 @@ class Relay:
         self.metrics.dead_letters.set(await self.store.dead_count())
 
 
+async def _start_workers(relay: Relay, options: WorkerOptions) -> IngestWorkers:
+    """Start `server.workers` ingest worker processes on the relay's port (OSError when it
+    is taken, RuntimeError when a worker does not start)."""
+    workers = IngestWorkers(relay.ingest.store, relay._wake, relay.metrics, options)
+    relay.reloaded.append(workers.configure)  # first: a reload while they start reaches them
+    await workers.start(relay.config, relay.config.server.workers, relay.app())
+    log.info(
+        "%d ingest workers answer webhooks", relay.config.server.workers,
+        extra=fields(pids=",".join(map(str, workers.pids))),
+    )  # fmt: skip
+    return workers
+
+
 def _task_problem(task: asyncio.Task[None] | None) -> str:
     if task is None:
         return "never started"
@@ -397,6 +414,7 @@ async def serve(
     banner: str | None = None,
     watch_file: bool = False,
     redactor: Redactor | None = None,
+    worker_options: WorkerOptions | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT; reload on SIGHUP (and when the file changes, with
     `watch_file`). The exit code."""
@@ -409,22 +427,7 @@ async def serve(
     except ConfigError as error:
         log.error("cannot start:\n%s", error)
         return 1
-    try:
-        listener = await listen(
-            relay.app(), config.server.host, config.server.port, shutdown_timeout=STOP_TIMEOUT
-        )
-    except OSError as error:
-        log.error(
-            "cannot listen on %s:%d: %s (is another relay running? change server.port)",
-            config.server.host,
-            config.server.port,
-            error.strerror or error,
-        )
-        await relay.stop()
-        return 1
-    console = await start_console(relay.console_source(), config.admin)
-    if banner:
-        print(banner, flush=True)
+    # From here a signal stops or reloads the relay (workers may answer before all are up).
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -437,6 +440,30 @@ async def serve(
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    listener: Listener | IngestWorkers
+    try:
+        if config.server.workers:
+            listener = await _start_workers(relay, worker_options or WorkerOptions())
+        else:
+            listener = await listen(
+                relay.app(), config.server.host, config.server.port, shutdown_timeout=STOP_TIMEOUT
+            )
+    except RuntimeError as error:
+        log.error("cannot start: %s", error)
+        await relay.stop()
+        return 1
+    except OSError as error:
+        log.error(
+            "cannot listen on %s:%d: %s (is another relay running? change server.port)",
+            config.server.host,
+            config.server.port,
+            error.strerror or error,
+        )
+        await relay.stop()
+        return 1
+    console = await start_console(relay.console_source(), config.admin)
+    if banner:
+        print(banner, flush=True)
     watcher = asyncio.create_task(watch(config_file, relay.reload)) if watch_file else None
     await stop.wait()
     log.info("stopping: no new events; finishing sends in flight")

@@ -77,6 +77,13 @@ class Server(Strict):
     host: str = "0.0.0.0"  # noqa: S104 - a webhook receiver listens on every interface by default
     port: int = Field(8080, ge=1, le=65535)
     path: str = Field("/webhooks/oneroute", pattern=r"^/\S*$")
+    workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="processes that answer webhooks beside the relay's own (0: it answers "
+        "them itself); for a busy line, about the number of cores",
+    )
 
 
 class Admin(Strict):

@@ -24,7 +24,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ from aiohttp.log import server_logger
 from relay.ingest.fdlimit import FDExhaustionLog
 from relay.logs import fields
 
-__all__ = ["HTTPLimits", "Listener", "listen"]
+__all__ = ["HTTPLimits", "Listener", "bind_shared", "listen", "serve_sockets"]
 
 IDLE_TIMEOUT = 15.0  # OneRoute sends its request at once; 15 s still lets it reuse a connection
 LINGER = 2.0
@@ -123,6 +123,37 @@ async def listen(
     shutdown_timeout: float = 10.0,
 ) -> Listener:
     """Serve `app` on host:port with `limits`; OSError when the address cannot be used."""
+
+    def site(runner: web.AppRunner) -> web.BaseSite:
+        if _is_ipv6_any(host):
+            return web.SockSite(runner, _dual_stack_socket(port))
+        return web.TCPSite(runner, host, port, reuse_address=True)
+
+    return await _serve(app, [site], limits, shutdown_timeout)
+
+
+async def serve_sockets(
+    app: web.Application,
+    sockets: list[socket.socket],
+    *,
+    limits: HTTPLimits | None = None,
+    shutdown_timeout: float = 10.0,
+) -> Listener:
+    """Serve `app` on sockets already bound (an ingest worker's, see bind_shared)."""
+    return await _serve(
+        app,
+        [lambda runner, sock=sock: web.SockSite(runner, sock) for sock in sockets],  # type: ignore[misc]
+        limits,
+        shutdown_timeout,
+    )
+
+
+async def _serve(
+    app: web.Application,
+    sites: list[Callable[[web.AppRunner], web.BaseSite]],
+    limits: HTTPLimits | None,
+    shutdown_timeout: float,
+) -> Listener:
     limits = limits or HTTPLimits()
     runner = web.AppRunner(
         app,
@@ -133,18 +164,46 @@ async def listen(
     )
     await runner.setup()
     try:
-        site: web.BaseSite
-        if _is_ipv6_any(host):
-            site = web.SockSite(runner, _dual_stack_socket(port))
-        else:
-            site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
+        for site in sites:
+            await site(runner).start()
     except BaseException:
         await runner.cleanup()
         raise
     fd_log = FDExhaustionLog()
     fd_log.install(asyncio.get_running_loop())
     return Listener(runner, fd_log)
+
+
+async def bind_shared(host: str, port: int, count: int) -> list[list[socket.socket]]:
+    """`count` sets of sockets on host:port for the ingest workers, bound but not yet
+    listening (each worker listens on its own set). SO_REUSEPORT lets them share the port
+    and the kernel spread connections over them evenly; one socket shared by all would go
+    to whichever process accepts first, and asyncio accepts up to 100 at a time.
+
+    The port is first bound once without SO_REUSEPORT, so that anything already listening
+    there (another relay) is an OSError here, as without workers."""
+    loop = asyncio.get_running_loop()
+    if _is_ipv6_any(host):
+        _dual_stack_socket(port).close()
+        return [[_dual_stack_socket(port, reuse_port=True)] for _ in range(count)]
+    probe = await loop.create_server(asyncio.Protocol, host, port, reuse_address=True)
+    probe.close()
+    await probe.wait_closed()
+    groups = []
+    try:
+        for _ in range(count):
+            server = await loop.create_server(
+                asyncio.Protocol, host, port, reuse_address=True, reuse_port=True,
+                start_serving=False,
+            )  # fmt: skip
+            groups.append([sock.dup() for sock in server.sockets])
+            server.close()
+    except BaseException:
+        for group in groups:
+            for sock in group:
+                sock.close()
+        raise
+    return groups
 
 
 def _is_ipv6_any(host: str) -> bool:
@@ -155,10 +214,12 @@ def _is_ipv6_any(host: str) -> bool:
     return address.version == 6 and address.is_unspecified
 
 
-def _dual_stack_socket(port: int) -> socket.socket:
+def _dual_stack_socket(port: int, reuse_port: bool = False) -> socket.socket:
     sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(("::", port))
         sock.setblocking(False)

@@ -207,10 +207,15 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def build_app(ingest: Ingest, extra_routes: Sequence[web.RouteDef] = ()) -> web.Application:
+def build_app(
+    ingest: Ingest, extra_routes: Sequence[web.RouteDef] = (), *, health: bool = True
+) -> web.Application:
+    """The webhook endpoint, /healthz (unless `health` is False: an ingest worker passes it
+    to the relay's process) and `extra_routes`."""
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_post(ingest.gate.config.server.path, ingest.handle)
-    app.router.add_get("/healthz", healthz)
+    if health:
+        app.router.add_get("/healthz", healthz)
     app.router.add_routes(extra_routes)
 
     async def stop_worker(app: web.Application) -> None:
