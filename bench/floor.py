@@ -58,9 +58,10 @@ RELAY_TARGET = 0.8  # issue 12: the relay at 0.8x the best durable floor, in one
 
 
 def floor_server(directory: Path, port: int, stage: str, number: int) -> Server:
+    database = "floor.db" if stage == "shared-async" else f"floor-{number}.db"
     return Server(
         [sys.executable, "-m", "bench.floor_server", "--port", str(port), "--stage", stage,
-         "--db", str(directory / f"floor-{number}.db")],
+         "--db", str(directory / database)],
         port,
         directory / f"floor-{number}.log",
         env={"PYTHONPATH": str(ROOT)},
@@ -139,7 +140,7 @@ async def run(
                             result = await measure(servers, seconds, warmup, generator, name)
                         if stage != "verify":  # every answered event is in a database
                             answered = result["requests"] + result["warmup_requests"]
-                            stored = sum(map(stored_events, directory.glob("floor-*.db")))
+                            stored = sum(map(stored_events, directory.glob("floor*.db")))
                             result["all_stored"] = stored >= answered
                         runs.setdefault(name, []).append(result)
                 for number, patches in enumerate(variants):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,8 +31,10 @@ from relay.ingest.signature import SIGNATURE_HEADER, Verifier
 from relay.store.base import Accepted, Incoming
 from relay.store.sqlite import SQLiteStore, _insert_batch
 
-STAGES = ("verify", "durable", "durable-async", "unsynced")
-SYNCHRONOUS = {"durable": "FULL", "durable-async": "NORMAL", "unsynced": "OFF"}
+STAGES = ("verify", "durable", "durable-async", "shared-async", "unsynced")
+SYNCHRONOUS = {
+    "durable": "FULL", "durable-async": "NORMAL", "shared-async": "NORMAL", "unsynced": "OFF"
+}  # fmt: skip
 ANSWER = b'{"status":"accepted"}'
 
 
@@ -39,7 +42,11 @@ class GroupCommit:
     """The relay's batch insert, on the loop's thread: requests that arrive while a batch
     is written join the next one (one transaction, one fsync each)."""
 
-    def __init__(self, db: Path, synchronous: str) -> None:
+    def __init__(self, db: Path, synchronous: str, shared: bool = False) -> None:
+        # shared: every process writes the same file, one transaction at a time (a lock
+        # file taken around each batch's transaction; SQLite's own lock would make the
+        # others sleep and retry).
+        self.lock = os.open(f"{db}.writer", os.O_RDWR | os.O_CREAT) if shared else None
         store = SQLiteStore(db, synchronous=synchronous)
         store._connect()
         assert store._db is not None
@@ -64,7 +71,13 @@ class GroupCommit:
             batch, self.pending = self.pending, []
             if not batch:
                 continue
-            results = _insert_batch(self.db, [incoming for incoming, _ in batch])
+            if self.lock is not None:
+                fcntl.flock(self.lock, fcntl.LOCK_EX)
+            try:
+                results = _insert_batch(self.db, [incoming for incoming, _ in batch])
+            finally:
+                if self.lock is not None:
+                    fcntl.flock(self.lock, fcntl.LOCK_UN)
             if self.wal is None:
                 self._answer(batch, results)
             else:  # answer once the WAL is on disk; write the next batch meanwhile
@@ -83,7 +96,11 @@ class GroupCommit:
 
 def build_app(stage: str, db: Path) -> web.Application:
     verifier = Verifier([SECRET])
-    commit = GroupCommit(db, SYNCHRONOUS[stage]) if stage != "verify" else None
+    commit = (
+        GroupCommit(db, SYNCHRONOUS[stage], shared=stage == "shared-async")
+        if stage != "verify"
+        else None
+    )
 
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()

@@ -241,3 +241,4 @@ def no_wake() -> None:
     from relay.service import Relay
 
     Relay._wake = lambda self, destinations: None  # type: ignore[method-assign]
+

@@ -117,3 +117,68 @@ async def test_the_writer_waits_for_events_and_takes_them_in_order() -> None:
     assert writer.batches == [1, 1, 1]
     await commit.close()
     assert commit._writer is not None and commit._writer.done()
+
+
+# --- durable: committed batches flushed apart (SQLite) -----------------------------------------
+
+
+class Disk:
+    """A `durable` the test controls: each call waits until released, or fails."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.released = asyncio.Event()
+        self.failure: Exception | None = None
+
+    async def __call__(self) -> None:
+        self.calls += 1
+        await self.released.wait()
+        if self.failure is not None:
+            raise self.failure
+
+
+async def test_a_batch_is_answered_once_durable_and_the_next_ones_share_a_flush() -> None:
+    writer, disk = Writer(), Disk()
+    commit = GroupCommit(writer, name="test", durable=disk)
+    commit.start()
+    first = asyncio.ensure_future(commit.accept(incoming(1)))
+    await asyncio.sleep(0.05)
+    later = []
+    for n in (2, 3, 4):  # each its own batch, written while the first waits for the disk
+        later.append(asyncio.ensure_future(commit.accept(incoming(n))))
+        await asyncio.sleep(0.05)
+    assert writer.batches == [1, 1, 1, 1]
+    assert disk.calls == 1 and not first.done() and not any(f.done() for f in later)
+    disk.released.set()
+    assert [(await f).event_id for f in [first, *later]] == [1, 2, 3, 4]
+    assert disk.calls == 2  # the three later batches shared the second flush
+    await commit.close()
+
+
+async def test_a_write_the_disk_did_not_confirm_refuses_it_and_everything_after() -> None:
+    writer, disk = Writer(), Disk()
+    disk.failure = StoreUnavailable("relay.db-wal: Input/output error")
+    disk.released.set()
+    commit = GroupCommit(writer, name="test", durable=disk)
+    commit.start()
+    with pytest.raises(StoreUnavailable, match="Input/output error"):
+        await commit.accept(incoming(1))
+    disk.failure = None  # a later flush that succeeds proves nothing about the lost one
+    with pytest.raises(StoreUnavailable, match="refused until the relay is restarted"):
+        await commit.accept(incoming(2))
+    assert writer.batches == [1]
+    await commit.close()
+
+
+async def test_close_answers_the_batches_still_waiting_for_the_disk() -> None:
+    writer, disk = Writer(), Disk()
+    commit = GroupCommit(writer, name="test", durable=disk)
+    commit.start()
+    waiting = asyncio.ensure_future(commit.accept(incoming(7)))
+    await asyncio.sleep(0.05)
+    closing = asyncio.ensure_future(commit.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()
+    disk.released.set()
+    await closing
+    assert (await waiting).event_id == 7

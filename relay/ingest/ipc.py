@@ -33,6 +33,7 @@ class Channel(asyncio.Protocol):
         self.on_closed = on_closed
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
+        self._outbox: list[bytes] = []  # sent together once per loop iteration
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -70,8 +71,15 @@ class Channel(asyncio.Protocol):
         if self.closed or self._transport is None or self._transport.is_closing():
             return False
         payload = marshal.dumps(message)
-        self._transport.write(_HEADER.pack(len(payload)) + payload)
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox += (_HEADER.pack(len(payload)), payload)
         return True
+
+    def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(b"".join(outbox))
 
     def close(self) -> None:
         if self._transport is not None:

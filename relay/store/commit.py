@@ -5,6 +5,12 @@ commits everything queued meanwhile in one transaction before any of its callers
 answered, so a burst of requests costs one commit, not one each. Both engines use it; what
 a batch's transaction does is theirs (`write`).
 
+With `durable` (SQLite), a batch's transaction commits without waiting for the disk and
+`durable()` then makes it durable (an fdatasync on another thread) while the next batch is
+written; the batch's callers are answered only once it returns, so the disk flush no longer
+sits between two batches. If it fails, nothing is answered as stored again: the write may
+be lost, and a retry would be taken for a duplicate of it (StoreUnavailable until restart).
+
 No caller is ever stranded: a batch that fails is refused to all of its callers
 (StoreUnavailable, so ingest answers 503 and OneRoute retries). `close()` refuses new
 events at once, lets what is queued commit, and after `close_timeout` refuses what is left.
@@ -25,6 +31,7 @@ MAX_BATCH = 512
 CLOSE_TIMEOUT = 10.0  # how long close() lets queued events commit before refusing them
 
 WriteBatch = Callable[[list[Incoming]], Awaitable[list[Accepted]]]
+Durable = Callable[[], Awaitable[None]]
 _Waiting = tuple[Incoming, asyncio.Future[Accepted]]
 
 
@@ -34,12 +41,20 @@ class GroupCommit:
         write: WriteBatch,
         *,
         name: str,
+        durable: Durable | None = None,
         close_timeout: float = CLOSE_TIMEOUT,
         max_batch: int = MAX_BATCH,
     ) -> None:
         """`write` stores a batch in one transaction and returns one Accepted per event,
-        in order; it raises StoreUnavailable when it cannot."""
+        in order; it raises StoreUnavailable when it cannot. `durable`, if given, makes
+        every transaction committed before it was called durable, or raises."""
         self._write = write
+        self._durable = durable
+        # Committed, waiting for the disk: one flush covers every batch committed before it
+        # began, so batches committed during a flush share the next one.
+        self._unflushed: list[tuple[list[_Waiting], list[Accepted]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._broken: str | None = None
         self._name = name
         self._close_timeout = close_timeout
         self._max_batch = max_batch
@@ -58,6 +73,8 @@ class GroupCommit:
         """Store the event with the next batch; its answer once that batch committed."""
         if self._closed:
             raise StoreUnavailable("the store is closed")
+        if self._broken is not None:
+            raise StoreUnavailable(self._broken)
         if self._writer is None or self._writer.done():
             raise StoreUnavailable("the store is not open")
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
@@ -78,6 +95,8 @@ class GroupCommit:
         if unfinished:
             writer.cancel()  # the batch in flight is refused to its callers (_commit)
             await asyncio.wait({writer})
+        if self._flusher is not None:  # committed batches waiting for the disk go first
+            await asyncio.wait({self._flusher}, timeout=self._close_timeout)
         # Only after a timeout: these were never attempted.
         left, self._queue = self._queue, []
         _refuse(left, StoreUnavailable("the store closed before the event was stored"))
@@ -108,9 +127,46 @@ class GroupCommit:
             log.exception("storing %d events failed", len(batch))
             _refuse(batch, StoreUnavailable(f"storing the event failed ({type(error).__name__})"))
             return
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():  # its caller may have gone (a client that hung up)
-                future.set_result(result)
+        if self._durable is None:
+            _answer(batch, results)
+            return
+        self._unflushed.append((batch, results))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name=f"{self._name}-flush")
+
+    async def _flush(self) -> None:
+        """Flush until no committed batch waits; answer each batch once a flush that began
+        after its commit has returned."""
+        assert self._durable is not None
+        try:
+            while self._unflushed:
+                flushing, self._unflushed = self._unflushed, []
+                try:
+                    await self._durable()
+                except asyncio.CancelledError:
+                    for batch, _ in flushing + self._unflushed:
+                        _refuse(batch, StoreUnavailable("the store closed before it was stored"))
+                    raise
+                except Exception as error:
+                    self._broken = (
+                        f"the disk did not confirm a write ({error}); events are refused "
+                        "until the relay is restarted with the disk fixed"
+                    )
+                    log.error("storing events failed: %s", self._broken)
+                    for batch, _ in flushing + self._unflushed:
+                        _refuse(batch, StoreUnavailable(self._broken))
+                    self._unflushed = []
+                    return
+                for batch, results in flushing:
+                    _answer(batch, results)
+        finally:
+            self._flusher = None
+
+
+def _answer(batch: list[_Waiting], results: list[Accepted]) -> None:
+    for (_, future), result in zip(batch, results, strict=True):
+        if not future.done():  # its caller may have gone (a client that hung up)
+            future.set_result(result)
 
 
 def _refuse(batch: list[_Waiting], error: StoreUnavailable) -> None:
