@@ -354,3 +354,18 @@ async def test_the_channel_frames_messages_however_the_bytes_arrive() -> None:
     await asyncio.wait_for(closed.wait(), 5)
     assert receiver.send(("late",)) is False
     theirs.close()
+
+
+async def test_what_was_sent_before_close_arrives() -> None:
+    """A worker's last counts are sent just before it closes its channel."""
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    got: list[Message] = []
+    closed = asyncio.Event()
+    receiver, sender = Channel(got.append, closed.set), Channel(lambda m: None, lambda: None)
+    await loop.connect_accepted_socket(lambda: receiver, ours)
+    await loop.connect_accepted_socket(lambda: sender, theirs)
+    assert sender.send(("counts", {("newMessage", "accepted"): 3.0}))
+    sender.close()
+    await asyncio.wait_for(closed.wait(), 5)
+    assert got == [("counts", {("newMessage", "accepted"): 3.0})]

@@ -82,5 +82,8 @@ class Channel(asyncio.Protocol):
             self._transport.write(b"".join(outbox))
 
     def close(self) -> None:
+        """Close after sending what was queued (a worker's last counts, say)."""
+        if self._outbox:
+            self._flush()
         if self._transport is not None:
             self._transport.close()  # connection_lost follows, which calls on_closed

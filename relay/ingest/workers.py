@@ -102,11 +102,11 @@ class IngestWorkers:
         self._config = config
         groups = await bind_shared(config.server.host, config.server.port, count)
         self._workers = [_Worker(n + 1, group) for n, group in enumerate(groups)]
-        self._directory = tempfile.mkdtemp(prefix="relay-")  # 0700: only this user
-        self._site_runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._site_runner.setup()
-        await web.UnixSite(self._site_runner, self._socket_path).start()
         try:
+            self._directory = tempfile.mkdtemp(prefix="relay-")  # 0700: only this user
+            self._site_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await self._site_runner.setup()
+            await web.UnixSite(self._site_runner, self._socket_path).start()
             for worker in self._workers:
                 await self._spawn(worker)
             for worker in self._workers:
