@@ -11,6 +11,8 @@ each other):
 - durable:  and the relay's SQLite group commit (event, duplicate check, delivery row;
             synchronous=FULL as shipped), inline on the event loop: no thread hand-off;
 - durable-async: the same with the fsync on a thread, the loop going on meanwhile;
+- shared-async: durable-async with every process writing one file (a lock file around
+                each batch's transaction), as the processes of one relay must;
 - unsynced: the same with synchronous=OFF: no fsync, so not durable (for comparison).
 
 None of the stages routes, logs, counts metrics or delivers: whatever they reach, the
