@@ -17,6 +17,7 @@ import pytest
 from relay.errors import JSONParseError, Overloaded
 from relay.ingest.jsjson import js_reserialise
 from relay.ingest.offload import Reserialiser
+from tests.process import alive
 from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,14 +32,6 @@ async def reserialiser() -> AsyncIterator[Reserialiser]:
     reserialiser = Reserialiser()
     yield reserialiser
     await reserialiser.close()
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 async def test_small_bodies_are_reserialised_inline(reserialiser: Reserialiser) -> None:

@@ -277,3 +277,16 @@ def test_the_wal_file_is_opened_again_when_it_was_replaced(tmp_path: Path) -> No
     with pytest.raises(FileNotFoundError):
         wal.sync()
     wal.close()
+
+
+async def test_a_symlinked_sqlite_path_still_accepts(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").mkdir()
+    os.symlink(tmp_path / "real" / "relay.db", tmp_path / "link" / "relay.db")
+    store = SQLiteStore(tmp_path / "link" / "relay.db")
+    await store.open()
+    try:
+        accepted = await store.accept(Incoming(b"x", "newMessage", None, ("a",), 1.7e9))
+        assert accepted.event_id == 1
+    finally:
+        await store.close()

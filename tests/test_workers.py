@@ -26,6 +26,7 @@ from aiohttp import web
 
 from relay.config.load import load_config
 from relay.errors import ConfigError, StoreUnavailable
+from relay.ingest import workers as workers_module
 from relay.ingest.ipc import MAX_MESSAGE, Channel, Message
 from relay.ingest.signature import sign
 from relay.ingest.workers import IngestWorkers, WorkerOptions
@@ -35,6 +36,7 @@ from tests.fakes import slack as fake_slack_module
 from tests.fakes.slack import FakeSlack
 from tests.process import (
     RelayProcess,
+    alive,
     assert_in_order,
     free_port,
     numbered_event,
@@ -104,14 +106,6 @@ def worker_pids(relay: RelayProcess) -> list[int]:
     return sorted(found)
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 async def post(relay: RelayProcess, body: bytes, secret: str = SECRET) -> tuple[int, Any]:
     """Post on a new connection each time (the kernel spreads them over the workers)."""
     async with aiohttp.ClientSession() as session, session.post(
@@ -151,10 +145,9 @@ async def test_workers_accept_store_once_and_deliver_in_order(
     assert_in_order(numbered_texts([m.text for m in fake_slack.messages]), "abc", 10)
     # The workers' counts reach the relay's /metrics (sent once a second).
     async def counted() -> bool:
-        return await received(relay, "accepted") == 30
+        return (await received(relay, "accepted"), await received(relay, "duplicate")) == (30, 4)
 
     await until_async(counted, within=5)
-    assert (await received(relay, "accepted"), await received(relay, "duplicate")) == (30, 4)
     # Everything else reaches the relay's own app through a worker, unchanged.
     assert (await relay.get("/readyz"))[0] == 200
     assert (await relay.get("/healthz"))[0] == 200
@@ -369,3 +362,51 @@ async def test_what_was_sent_before_close_arrives() -> None:
     sender.close()
     await asyncio.wait_for(closed.wait(), 5)
     assert got == [("counts", {("newMessage", "accepted"): 3.0})]
+
+
+async def test_a_reload_while_a_worker_starts_reaches_it(
+    tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    port = free_port()
+    old = load_config(write_config(tmp_path, fake_slack, port, "sqlite:///unused.db"))
+    new_dir = tmp_path / "new"
+    new_dir.mkdir()
+    new = load_config(
+        write_config(new_dir, fake_slack, port, "sqlite:///unused.db", secret=NEW_SECRET)
+    )
+    workers = IngestWorkers(FailingStore(), lambda names: None, Metrics(), WorkerOptions())
+    spawn = workers._spawn
+
+    async def spawn_then_reload(worker: Any) -> None:  # a SIGHUP while the worker starts
+        await spawn(worker)  # (service.py appends configure to relay.reloaded for this)
+        workers.configure(new)
+
+    workers._spawn = spawn_then_reload  # type: ignore[method-assign]
+    await workers.start(old, 1, web.Application())
+    relay = RelayProcess(tmp_path / "relay.yaml", port, SECRET)
+    try:
+        status, _ = await post(relay, numbered_event("r", 0), secret=NEW_SECRET)
+        assert status == 200  # 401: the worker still verifies with the old secret
+    finally:
+        await workers.close()
+
+
+async def test_a_stopped_worker_is_killed_and_started_again(
+    tmp_path: Path, fake_slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workers_module, "PING_EVERY", 0.2)
+    monkeypatch.setattr(workers_module, "SILENT_FOR", 1.0)
+    port = free_port()
+    config = load_config(write_config(tmp_path, fake_slack, port, "sqlite:///unused.db"))
+    workers = IngestWorkers(FailingStore(), lambda names: None, Metrics(), WorkerOptions())
+    await workers.start(config, 1, web.Application())
+    relay = RelayProcess(tmp_path / "relay.yaml", port, SECRET)
+    try:
+        (stopped,) = workers.pids
+        os.kill(stopped, signal.SIGSTOP)  # alive, silent: its connections would wait forever
+        await until(lambda: workers.pids not in ([], [stopped]), within=15)
+        assert not alive(stopped)
+        assert (await post(relay, numbered_event("s", 0)))[0] == 200
+        assert workers.metrics.ingest_worker_restarts._value.get() == 1
+    finally:
+        await workers.close()

@@ -155,9 +155,10 @@ class ToRelay:
                 allow_redirects=False,
             ) as answer:
                 payload = await answer.read()
-                return web.Response(
-                    status=answer.status, body=payload, headers=_end_to_end(answer.headers)
-                )
+                headers = _end_to_end(answer.headers)
+                if request.method == "HEAD" and "Content-Length" in answer.headers:
+                    headers["Content-Length"] = answer.headers["Content-Length"]
+                return web.Response(status=answer.status, body=payload, headers=headers)
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             log.error("the relay's process did not answer: %s", type(error).__name__)
             return web.json_response(
@@ -184,7 +185,9 @@ class Worker:
         self.store = RemoteStore(self.channel)
         self.metrics = Metrics()
         self.ingest: Ingest | None = None
-        self.configured: asyncio.Future[Config] = asyncio.get_running_loop().create_future()
+        self.config: Config | None = None  # the latest the relay sent
+        self.configured = asyncio.Event()
+        self.gone = False
         self.stop = asyncio.Event()
 
     def _on_message(self, message: Message) -> None:
@@ -195,21 +198,24 @@ class Worker:
             self.store.refused(message[1], message[2])
         elif kind == "config":
             self._configure(pickle.loads(message[1]))  # noqa: S301 - from the relay that started us
+        elif kind == "ping":
+            self.channel.send(("pong", message[1]))
         elif kind == "stop":
             self.stop.set()
 
     def _configure(self, config: Config) -> None:
+        """The first config starts the worker; a later one (a reload, maybe sent before
+        the worker got going) replaces the gate."""
         self.redactor.register(*config.secrets())
-        if self.ingest is None:
-            if not self.configured.done():
-                self.configured.set_result(config)
-        else:
+        self.config = config
+        if self.ingest is not None:
             self.ingest.gate = Gate.from_config(config)
+        self.configured.set()
 
     def _on_closed(self) -> None:
         self.store.gone()
-        if not self.configured.done():
-            self.configured.set_exception(ConnectionError("the relay's process is gone"))
+        self.gone = True
+        self.configured.set()
         self.stop.set()
 
 
@@ -223,11 +229,15 @@ async def run(options: argparse.Namespace) -> int:
         loop.add_signal_handler(signum, worker.stop.set)
     try:
         async with asyncio.timeout(STARTUP_TIMEOUT):
-            config = await worker.configured
-    except (TimeoutError, ConnectionError):
+            await worker.configured.wait()
+    except TimeoutError:
+        pass
+    if worker.config is None or worker.gone:
         log.error("ingest worker %d: no config from the relay's process; exiting", worker.number)
         return 1
-    worker.ingest = Ingest(Gate.from_config(config), worker.store, metrics=worker.metrics)
+    # The latest config, not the first: a reload may have come in the same read.
+    gate = Gate.from_config(worker.config)
+    worker.ingest = Ingest(gate, worker.store, metrics=worker.metrics)
     to_relay = ToRelay(options.relay_socket)
     app = build_app(
         worker.ingest, [web.route("*", "/{tail:.*}", to_relay.forward)], health=False

@@ -45,6 +45,8 @@ log = logging.getLogger("relay.ingest")
 START_TIMEOUT = 30.0
 RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # after exits in quick succession
 STEADY = 60.0  # a worker that ran this long starts the delays over
+PING_EVERY = 2.0
+SILENT_FOR = 10.0  # a worker that answers nothing this long (stopped, hung) is killed
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class _Worker:
         self.process: asyncio.subprocess.Process | None = None
         self.channel: Channel | None = None
         self.ready: asyncio.Future[int] | None = None
+        self.heard_at = 0.0  # monotonic time of its last message
 
 
 class IngestWorkers:
@@ -156,11 +159,13 @@ class IngestWorkers:
         assert self._config is not None
         ours, theirs = socket.socketpair()
         loop = asyncio.get_running_loop()
-        worker.ready = loop.create_future()
+        ready = worker.ready = loop.create_future()
+        ready.add_done_callback(_retrieved)  # only start() awaits it; a restart's may fail
         channel = Channel(
             lambda message: self._on_message(worker, channel, message),
-            lambda: self._on_closed(worker),
+            lambda: self._on_closed(worker, ready),
         )
+        worker.heard_at = time.monotonic()
         listening = [sock.fileno() for sock in worker.sockets]
         arguments = [
             "--number", str(worker.number),
@@ -194,27 +199,63 @@ class IngestWorkers:
         started = time.monotonic()
         while True:
             assert worker.process is not None
-            code = await worker.process.wait()
+            watching = asyncio.create_task(self._watch(worker, worker.process))
+            try:
+                code = await worker.process.wait()
+            finally:
+                watching.cancel()
             if self._closing:
                 return
             failures = 0 if time.monotonic() - started > STEADY else failures + 1
-            delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS)) - 1] if failures else 0.0
+            delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
             log.error(
-                "ingest worker %d exited (%s); starting it again%s",
+                "ingest worker %d exited (%s); starting it again in %g s",
                 worker.number,
                 _exit_reason(code),
-                f" in {delay:g} s" if delay else "",
+                delay,
             )
-            self.metrics.ingest_worker_restarts.inc()
             if worker.channel is not None:
                 worker.channel.close()
             await asyncio.sleep(delay)
+            if self._closing:  # e.g. a SIGTERM to every process reached the worker first
+                return
+            self.metrics.ingest_worker_restarts.inc()
             started = time.monotonic()
             try:
                 await self._spawn(worker)
             except OSError as error:
                 log.error("cannot start ingest worker %d: %s", worker.number, error)
                 failures += 1
+
+    async def _watch(self, worker: _Worker, process: asyncio.subprocess.Process) -> None:
+        """Ping the worker; kill it when it has said nothing for SILENT_FOR (stopped or
+        hung: the kernel keeps giving it connections). _keep then starts it again."""
+        assert worker.ready is not None
+        try:  # a worker that is still starting says nothing yet
+            await asyncio.wait_for(asyncio.shield(worker.ready), START_TIMEOUT)
+        except ConnectionError:  # its channel closed: it is exiting
+            return
+        except TimeoutError:
+            log.error("ingest worker %d did not start in time; killing it", worker.number)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            return
+        worker.heard_at = time.monotonic()
+        number = 0
+        while process.returncode is None:
+            await asyncio.sleep(PING_EVERY)
+            if time.monotonic() - worker.heard_at > SILENT_FOR and process.returncode is None:
+                log.error(
+                    "ingest worker %d has not answered for %g s; killing it",
+                    worker.number,
+                    SILENT_FOR,
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                return
+            if worker.channel is not None:
+                number += 1
+                worker.channel.send(("ping", number))
 
     async def _stop(self, worker: _Worker) -> None:
         process = worker.process
@@ -239,6 +280,7 @@ class IngestWorkers:
             log.exception("ingest worker %d sent a message that could not be read", worker.number)
 
     def _handle(self, worker: _Worker, channel: Channel, message: Message) -> None:
+        worker.heard_at = time.monotonic()
         kind = message[0]
         if kind == "accept":
             task = asyncio.create_task(self._accept(channel, message))
@@ -247,6 +289,8 @@ class IngestWorkers:
         elif kind == "counts":
             for (event, result), count in message[1].items():
                 self.metrics.add_received(event, result, count)
+        elif kind == "pong":
+            pass  # heard: that is all
         elif kind == "ready":
             if worker.ready is not None and not worker.ready.done():
                 worker.ready.set_result(message[1])
@@ -269,11 +313,16 @@ class IngestWorkers:
         if not accepted.duplicate and incoming.destinations:
             self.wake(incoming.destinations)
 
-    def _on_closed(self, worker: _Worker) -> None:
-        if worker.ready is not None and not worker.ready.done():
-            worker.ready.set_exception(ConnectionError(f"ingest worker {worker.number} exited"))
+    def _on_closed(self, worker: _Worker, ready: asyncio.Future[int]) -> None:
+        if not ready.done():  # this channel's worker, not one started since
+            ready.set_exception(ConnectionError(f"ingest worker {worker.number} exited"))
         if not self._closing:
             log.warning("lost the channel to ingest worker %d", worker.number)
+
+
+def _retrieved(future: asyncio.Future[int]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _exit_reason(code: int) -> str:

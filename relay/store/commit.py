@@ -10,6 +10,9 @@ With `durable` (SQLite), a batch's transaction commits without waiting for the d
 written; the batch's callers are answered only once it returns, so the disk flush no longer
 sits between two batches. If it fails, nothing is answered as stored again: the write may
 be lost, and a retry would be taken for a duplicate of it (StoreUnavailable until restart).
+A lane may claim and send rows committed but not yet flushed; if the machine loses power in
+between, OneRoute (never answered) sends the event again and it is posted twice: at least
+once, as the README promises.
 
 No caller is ever stranded: a batch that fails is refused to all of its callers
 (StoreUnavailable, so ingest answers 503 and OneRoute retries). `close()` refuses new
@@ -95,8 +98,12 @@ class GroupCommit:
         if unfinished:
             writer.cancel()  # the batch in flight is refused to its callers (_commit)
             await asyncio.wait({writer})
-        if self._flusher is not None:  # committed batches waiting for the disk go first
-            await asyncio.wait({self._flusher}, timeout=self._close_timeout)
+        flusher = self._flusher
+        if flusher is not None:  # committed batches waiting for the disk go first
+            _, unfinished = await asyncio.wait({flusher}, timeout=self._close_timeout)
+            if unfinished:  # refused to their callers (_flush)
+                flusher.cancel()
+                await asyncio.wait({flusher})
         # Only after a timeout: these were never attempted.
         left, self._queue = self._queue, []
         _refuse(left, StoreUnavailable("the store closed before the event was stored"))
@@ -108,7 +115,9 @@ class GroupCommit:
             del self._queue[: len(batch)]
             if not self._queue and not self._closed:  # closed: stay set, to stop when empty
                 self._queued.clear()
-            if batch:
+            if batch and self._broken is not None:  # queued before a flush failed
+                _refuse(batch, StoreUnavailable(self._broken))
+            elif batch:
                 await self._commit(batch)
             elif self._closed:
                 return
@@ -129,6 +138,9 @@ class GroupCommit:
             return
         if self._durable is None:
             _answer(batch, results)
+            return
+        if self._broken is not None:  # a flush failed while it was written: it may be lost
+            _refuse(batch, StoreUnavailable(self._broken))
             return
         self._unflushed.append((batch, results))
         if self._flusher is None:

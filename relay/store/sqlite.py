@@ -66,7 +66,7 @@ class SQLiteStore(ConsoleViews, SharedStore):
         # Ingest's batches commit unflushed and are flushed here (only as shipped: FULL).
         self._flushed_apart = synchronous.upper() == "FULL"
         self._syncer: ThreadPoolExecutor | None = None
-        self._wal = _WalFile(Path(f"{self.path}-wal"))
+        self._wal: _WalFile | None = None  # where SQLite put it: see _connect
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -96,7 +96,8 @@ class SQLiteStore(ConsoleViews, SharedStore):
             await self._commit.close()  # stays, closed: a late accept() hears "closed"
         syncer, self._syncer = self._syncer, None
         if syncer is not None:
-            await asyncio.get_running_loop().run_in_executor(syncer, self._wal.close)
+            if self._wal is not None:
+                await asyncio.get_running_loop().run_in_executor(syncer, self._wal.close)
             syncer.shutdown(wait=True)
         thread, self._thread = self._thread, None
         if thread is None:
@@ -117,6 +118,9 @@ class SQLiteStore(ConsoleViews, SharedStore):
                 db.execute(f"PRAGMA synchronous = {self._synchronous}")
                 db.execute("PRAGMA foreign_keys = ON")
                 _migrate(db)
+                # The file SQLite opened (a symlink resolved): its WAL is next to it.
+                opened = db.execute("PRAGMA database_list").fetchone()[2]
+                self._wal = _WalFile(Path(f"{opened}-wal"))
             except BaseException:
                 db.close()
                 raise
@@ -193,12 +197,13 @@ class SQLiteStore(ConsoleViews, SharedStore):
 
     async def _synced(self) -> None:
         """Make every transaction committed so far durable: fdatasync the WAL file."""
-        if self._syncer is None:
+        wal = self._wal
+        if self._syncer is None or wal is None:
             raise StoreUnavailable(f"{self.path}: the store is closed")
         try:
-            await asyncio.get_running_loop().run_in_executor(self._syncer, self._wal.sync)
+            await asyncio.get_running_loop().run_in_executor(self._syncer, wal.sync)
         except OSError as error:
-            raise StoreUnavailable(f"{self._wal.path}: {error.strerror or error}") from error
+            raise StoreUnavailable(f"{wal.path}: {error.strerror or error}") from error
 
     # --- lanes --------------------------------------------------------------------------------
 
@@ -330,6 +335,9 @@ def _insert_batch_unflushed(db: sqlite3.Connection, items: list[Incoming]) -> li
     try:
         return _insert_batch(db, items)
     finally:
+        if db.in_transaction:  # a failed COMMIT leaves it open; the level cannot change in it
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
         db.execute("PRAGMA synchronous = FULL")
 
 
