@@ -108,8 +108,9 @@ def write_config(
     (synchronous=FULL, as shipped), `workers` ingest worker processes. `destinations` and
     `routes` are YAML blocks."""
     config = directory / f"{name}.yaml"
+    server_extra = f", workers: {workers}" if workers else ""  # older relays lack the key
     config.write_text(
-        f"""server: {{host: 127.0.0.1, port: {port}, path: {PATH}, workers: {workers}}}
+        f"""server: {{host: 127.0.0.1, port: {port}, path: {PATH}{server_extra}}}
 oneroute: {{secrets: ["{SECRET}"], allowed_ips: ["127.0.0.1", "::1"]}}
 storage: sqlite:///{directory}/{name}.db
 destinations:

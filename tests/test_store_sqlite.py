@@ -4,7 +4,6 @@ tests/test_store.py)."""
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import sqlite3
@@ -14,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from relay.errors import StoreLocked, StoreUnavailable
-from relay.store import sqlite as sqlite_module
 from relay.store import store_for
 from relay.store.base import Incoming
 from relay.store.sqlite import SQLiteStore
@@ -224,69 +222,3 @@ async def test_a_version_1_file_is_upgraded_and_never_reuses_its_pruned_ids(
     await store.open()
     await store.close()
     assert schema_of(path) == schema_of(fresh)  # upgraded == created by this version
-
-
-# --- ingest's batches: committed unflushed, then the WAL flushed apart ------------------------
-
-
-async def test_an_accepted_event_is_answered_after_its_wal_is_flushed(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    flushed: list[str] = []
-    real = os.fdatasync
-
-    def fdatasync(fd: int) -> None:
-        real(fd)
-        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
-
-    monkeypatch.setattr(sqlite_module.os, "fdatasync", fdatasync)
-    accepted = await store.accept(incoming(b"flushed"))
-    assert flushed == [f"{store.path}-wal"]  # before the answer, not after
-    assert not accepted.duplicate
-    # Only the batch's own transaction skipped SQLite's flush: the connection is FULL again.
-    assert (await pragma(store, "synchronous"))[0][0] == 2
-
-
-async def test_a_wal_flush_that_fails_refuses_the_event_and_the_next_ones(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    await store.accept(incoming(b"before"))
-
-    def fdatasync(fd: int) -> None:
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-    monkeypatch.setattr(sqlite_module.os, "fdatasync", fdatasync)
-    with pytest.raises(StoreUnavailable, match=r"relay\.db-wal: Input/output error"):
-        await store.accept(incoming(b"lost?"))
-    monkeypatch.undo()
-    with pytest.raises(StoreUnavailable, match="until the relay is restarted"):
-        await store.accept(incoming(b"after"))
-
-
-def test_the_wal_file_is_opened_again_when_it_was_replaced(tmp_path: Path) -> None:
-    path = tmp_path / "relay.db-wal"
-    path.write_bytes(b"one")
-    wal = sqlite_module._WalFile(path)
-    wal.sync()
-    replacement = tmp_path / "new"
-    replacement.write_bytes(b"two")
-    replacement.replace(path)
-    wal.sync()
-    assert wal._fd is not None and os.fstat(wal._fd).st_ino == path.stat().st_ino
-    path.unlink()
-    with pytest.raises(FileNotFoundError):
-        wal.sync()
-    wal.close()
-
-
-async def test_a_symlinked_sqlite_path_still_accepts(tmp_path: Path) -> None:
-    (tmp_path / "real").mkdir()
-    (tmp_path / "link").mkdir()
-    os.symlink(tmp_path / "real" / "relay.db", tmp_path / "link" / "relay.db")
-    store = SQLiteStore(tmp_path / "link" / "relay.db")
-    await store.open()
-    try:
-        accepted = await store.accept(Incoming(b"x", "newMessage", None, ("a",), 1.7e9))
-        assert accepted.event_id == 1
-    finally:
-        await store.close()

@@ -147,7 +147,7 @@ async def test_workers_accept_store_once_and_deliver_in_order(
     async def counted() -> bool:
         return (await received(relay, "accepted"), await received(relay, "duplicate")) == (30, 4)
 
-    await until_async(counted, within=5)
+    await until_async(counted, within=15)
     # Everything else reaches the relay's own app through a worker, unchanged.
     assert (await relay.get("/readyz"))[0] == 200
     assert (await relay.get("/healthz"))[0] == 200
@@ -220,7 +220,7 @@ async def test_a_reload_reaches_the_workers(
         )
         return {status for status, _ in answers} == {200}
 
-    await until_async(settled, within=5)
+    await until_async(settled, within=15)
     refused = await asyncio.gather(*(post(relay, numbered_event("r", 99)) for _ in range(8)))
     assert {status for status, _ in refused} == {401}
 

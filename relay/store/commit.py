@@ -5,15 +5,6 @@ commits everything queued meanwhile in one transaction before any of its callers
 answered, so a burst of requests costs one commit, not one each. Both engines use it; what
 a batch's transaction does is theirs (`write`).
 
-With `durable` (SQLite), a batch's transaction commits without waiting for the disk and
-`durable()` then makes it durable (an fdatasync on another thread) while the next batch is
-written; the batch's callers are answered only once it returns, so the disk flush no longer
-sits between two batches. If it fails, nothing is answered as stored again: the write may
-be lost, and a retry would be taken for a duplicate of it (StoreUnavailable until restart).
-A lane may claim and send rows committed but not yet flushed; if the machine loses power in
-between, OneRoute (never answered) sends the event again and it is posted twice: at least
-once, as the README promises.
-
 No caller is ever stranded: a batch that fails is refused to all of its callers
 (StoreUnavailable, so ingest answers 503 and OneRoute retries). `close()` refuses new
 events at once, lets what is queued commit, and after `close_timeout` refuses what is left.
@@ -34,7 +25,6 @@ MAX_BATCH = 512
 CLOSE_TIMEOUT = 10.0  # how long close() lets queued events commit before refusing them
 
 WriteBatch = Callable[[list[Incoming]], Awaitable[list[Accepted]]]
-Durable = Callable[[], Awaitable[None]]
 _Waiting = tuple[Incoming, asyncio.Future[Accepted]]
 
 
@@ -44,20 +34,12 @@ class GroupCommit:
         write: WriteBatch,
         *,
         name: str,
-        durable: Durable | None = None,
         close_timeout: float = CLOSE_TIMEOUT,
         max_batch: int = MAX_BATCH,
     ) -> None:
         """`write` stores a batch in one transaction and returns one Accepted per event,
-        in order; it raises StoreUnavailable when it cannot. `durable`, if given, makes
-        every transaction committed before it was called durable, or raises."""
+        in order; it raises StoreUnavailable when it cannot."""
         self._write = write
-        self._durable = durable
-        # Committed, waiting for the disk: one flush covers every batch committed before it
-        # began, so batches committed during a flush share the next one.
-        self._unflushed: list[tuple[list[_Waiting], list[Accepted]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._broken: str | None = None
         self._name = name
         self._close_timeout = close_timeout
         self._max_batch = max_batch
@@ -76,8 +58,6 @@ class GroupCommit:
         """Store the event with the next batch; its answer once that batch committed."""
         if self._closed:
             raise StoreUnavailable("the store is closed")
-        if self._broken is not None:
-            raise StoreUnavailable(self._broken)
         if self._writer is None or self._writer.done():
             raise StoreUnavailable("the store is not open")
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
@@ -98,12 +78,6 @@ class GroupCommit:
         if unfinished:
             writer.cancel()  # the batch in flight is refused to its callers (_commit)
             await asyncio.wait({writer})
-        flusher = self._flusher
-        if flusher is not None:  # committed batches waiting for the disk go first
-            _, unfinished = await asyncio.wait({flusher}, timeout=self._close_timeout)
-            if unfinished:  # refused to their callers (_flush)
-                flusher.cancel()
-                await asyncio.wait({flusher})
         # Only after a timeout: these were never attempted.
         left, self._queue = self._queue, []
         _refuse(left, StoreUnavailable("the store closed before the event was stored"))
@@ -115,9 +89,7 @@ class GroupCommit:
             del self._queue[: len(batch)]
             if not self._queue and not self._closed:  # closed: stay set, to stop when empty
                 self._queued.clear()
-            if batch and self._broken is not None:  # queued before a flush failed
-                _refuse(batch, StoreUnavailable(self._broken))
-            elif batch:
+            if batch:
                 await self._commit(batch)
             elif self._closed:
                 return
@@ -136,49 +108,9 @@ class GroupCommit:
             log.exception("storing %d events failed", len(batch))
             _refuse(batch, StoreUnavailable(f"storing the event failed ({type(error).__name__})"))
             return
-        if self._durable is None:
-            _answer(batch, results)
-            return
-        if self._broken is not None:  # a flush failed while it was written: it may be lost
-            _refuse(batch, StoreUnavailable(self._broken))
-            return
-        self._unflushed.append((batch, results))
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush(), name=f"{self._name}-flush")
-
-    async def _flush(self) -> None:
-        """Flush until no committed batch waits; answer each batch once a flush that began
-        after its commit has returned."""
-        assert self._durable is not None
-        try:
-            while self._unflushed:
-                flushing, self._unflushed = self._unflushed, []
-                try:
-                    await self._durable()
-                except asyncio.CancelledError:
-                    for batch, _ in flushing + self._unflushed:
-                        _refuse(batch, StoreUnavailable("the store closed before it was stored"))
-                    raise
-                except Exception as error:
-                    self._broken = (
-                        f"the disk did not confirm a write ({error}); events are refused "
-                        "until the relay is restarted with the disk fixed"
-                    )
-                    log.error("storing events failed: %s", self._broken)
-                    for batch, _ in flushing + self._unflushed:
-                        _refuse(batch, StoreUnavailable(self._broken))
-                    self._unflushed = []
-                    return
-                for batch, results in flushing:
-                    _answer(batch, results)
-        finally:
-            self._flusher = None
-
-
-def _answer(batch: list[_Waiting], results: list[Accepted]) -> None:
-    for (_, future), result in zip(batch, results, strict=True):
-        if not future.done():  # its caller may have gone (a client that hung up)
-            future.set_result(result)
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():  # its caller may have gone (a client that hung up)
+                future.set_result(result)
 
 
 def _refuse(batch: list[_Waiting], error: StoreUnavailable) -> None:

@@ -3,12 +3,8 @@
 Every statement runs on one dedicated thread that owns the connection, so the event loop
 never blocks on disk. Ingest uses group commit (relay/store/commit.py): one transaction,
 one fsync, for a burst of concurrent requests. `synchronous=FULL` makes a commit durable
-across power loss, not only process crashes. Ingest's batches are as durable, flushed
-another way: each commits with synchronous=NORMAL (no flush) and a second thread then
-fdatasyncs the WAL file before the batch's requests are answered, while this thread
-writes the next batch (GroupCommit's `durable`; BENCHMARKS.md "Ingest workers").
-The statements it shares with PostgreSQL are in relay/store/schema.py; what is SQLite's
-own:
+across power loss, not only process crashes. The statements it shares with PostgreSQL are
+in relay/store/schema.py; what is SQLite's own:
 
 - One relay serves a file: `exclusive=True` (`relay serve`) holds relay/store/lock.py's
   lock until close; the CLI's `relay dead ...` opens without it, next to a serving relay.
@@ -20,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -63,10 +58,6 @@ class SQLiteStore(ConsoleViews, SharedStore):
         self._thread: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
         self._commit: GroupCommit | None = None
-        # Ingest's batches commit unflushed and are flushed here (only as shipped: FULL).
-        self._flushed_apart = synchronous.upper() == "FULL"
-        self._syncer: ThreadPoolExecutor | None = None
-        self._wal: _WalFile | None = None  # where SQLite put it: see _connect
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -84,21 +75,12 @@ class SQLiteStore(ConsoleViews, SharedStore):
             self._thread = None
             thread.shutdown(wait=False)
             raise
-        durable = None
-        if self._flushed_apart:
-            self._syncer = ThreadPoolExecutor(1, thread_name_prefix="relay-sqlite-sync")
-            durable = self._synced
-        self._commit = GroupCommit(self._write_batch, durable=durable, name="relay-sqlite-writer")
+        self._commit = GroupCommit(self._write_batch, name="relay-sqlite-writer")
         self._commit.start()
 
     async def close(self) -> None:
         if self._commit is not None:
             await self._commit.close()  # stays, closed: a late accept() hears "closed"
-        syncer, self._syncer = self._syncer, None
-        if syncer is not None:
-            if self._wal is not None:
-                await asyncio.get_running_loop().run_in_executor(syncer, self._wal.close)
-            syncer.shutdown(wait=True)
         thread, self._thread = self._thread, None
         if thread is None:
             return
@@ -118,9 +100,6 @@ class SQLiteStore(ConsoleViews, SharedStore):
                 db.execute(f"PRAGMA synchronous = {self._synchronous}")
                 db.execute("PRAGMA foreign_keys = ON")
                 _migrate(db)
-                # The file SQLite opened (a symlink resolved): its WAL is next to it.
-                opened = db.execute("PRAGMA database_list").fetchone()[2]
-                self._wal = _WalFile(Path(f"{opened}-wal"))
             except BaseException:
                 db.close()
                 raise
@@ -191,19 +170,7 @@ class SQLiteStore(ConsoleViews, SharedStore):
         return await self._commit.accept(incoming)
 
     async def _write_batch(self, items: list[Incoming]) -> list[Accepted]:
-        if self._flushed_apart:
-            return await self._call(_insert_batch_unflushed, items)
         return await self._call(_insert_batch, items)
-
-    async def _synced(self) -> None:
-        """Make every transaction committed so far durable: fdatasync the WAL file."""
-        wal = self._wal
-        if self._syncer is None or wal is None:
-            raise StoreUnavailable(f"{self.path}: the store is closed")
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._syncer, wal.sync)
-        except OSError as error:
-            raise StoreUnavailable(f"{wal.path}: {error.strerror or error}") from error
 
     # --- lanes --------------------------------------------------------------------------------
 
@@ -326,45 +293,6 @@ def _insert_batch(db: sqlite3.Connection, items: list[Incoming]) -> list[Accepte
             "ON CONFLICT DO NOTHING",
         )
     return settled.answers
-
-
-def _insert_batch_unflushed(db: sqlite3.Connection, items: list[Incoming]) -> list[Accepted]:
-    """_insert_batch with a commit that does not wait for the disk: the caller flushes the
-    WAL (_WalFile.sync) before it answers anyone. Every other transaction stays FULL."""
-    db.execute("PRAGMA synchronous = NORMAL")
-    try:
-        return _insert_batch(db, items)
-    finally:
-        if db.in_transaction:  # a failed COMMIT leaves it open; the level cannot change in it
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-        db.execute("PRAGMA synchronous = FULL")
-
-
-class _WalFile:
-    """The WAL file, flushed on the sync thread. SQLite commits a transaction by appending
-    it to this file; once fdatasync returns, it survives power loss, as with FULL.
-
-    Opened again if the file was replaced (SQLite removes it when the last connection
-    closes; ours stays open, but another process's tools could do odd things)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-        self._inode: int | None = None
-
-    def sync(self) -> None:
-        inode = os.stat(self.path).st_ino  # FileNotFoundError: gone, nothing we wrote is safe
-        if self._fd is None or inode != self._inode:
-            self.close()
-            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            self._inode = os.fstat(self._fd).st_ino
-        os.fdatasync(self._fd)
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
 
 
 def _firsts(
