@@ -241,4 +241,3 @@ def no_wake() -> None:
     from relay.service import Relay
 
     Relay._wake = lambda self, destinations: None  # type: ignore[method-assign]
-
