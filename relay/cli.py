@@ -86,9 +86,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _banner(config: Config, file: str) -> str:
     server = config.server
+    workers = f", {server.workers} ingest workers" if server.workers else ""
     lines = [
         f"oneroute-relay {__version__}: POST http://{server.host}:{server.port}{server.path}"
-        f" (config {file}, storage {_safe_storage(config.storage)})"
+        f" (config {file}, storage {_safe_storage(config.storage)}{workers})"
     ]
     admin = config.admin
     host = f"[{admin.host}]" if ":" in admin.host else admin.host

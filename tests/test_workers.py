@@ -168,6 +168,7 @@ async def test_workers_accept_store_once_and_deliver_in_order(
     relay.signal(signal.SIGTERM)
     assert await relay.wait() == 0
     output = relay.output()
+    assert f"(config {relay.config}, storage {storage}, 2 ingest workers)" in output
     assert "ingest worker 1 started" in output and "ingest worker 2 started" in output
     assert "stopped" in output and "Traceback" not in output
 

@@ -47,6 +47,7 @@ RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # after exits in quick succes
 STEADY = 60.0  # a worker that ran this long starts the delays over
 PING_EVERY = 2.0
 SILENT_FOR = 10.0  # a worker that answers nothing this long (stopped, hung) is killed
+KILL_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,10 @@ class IngestWorkers:
             log.error("ingest worker %d did not stop in time; killing it", worker.number)
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
-            await process.wait()
+            try:  # bounded: stopping the relay must not hang on one child's exit status
+                await asyncio.wait_for(process.wait(), KILL_WAIT)
+            except TimeoutError:
+                log.error("ingest worker %d: no exit status after SIGKILL", worker.number)
 
     # --- messages -----------------------------------------------------------------------------
 
