@@ -21,6 +21,7 @@ for such a config, which must then work).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import socket
@@ -140,12 +141,8 @@ async def serve_sockets(
     shutdown_timeout: float = 10.0,
 ) -> Listener:
     """Serve `app` on sockets already bound (an ingest worker's, see bind_shared)."""
-    return await _serve(
-        app,
-        [lambda runner, sock=sock: web.SockSite(runner, sock) for sock in sockets],  # type: ignore[misc]
-        limits,
-        shutdown_timeout,
-    )
+    sites = [functools.partial(web.SockSite, sock=sock) for sock in sockets]
+    return await _serve(app, sites, limits, shutdown_timeout)
 
 
 async def _serve(
