@@ -3,9 +3,9 @@
 `bench ingest` compares the relay with a bare aiohttp handler. This asks how close to that
 ceiling a relay could come at all. It runs, in one invocation and with the same load as
 `bench ingest` (wrk or bench.loadgen, 32 connections, unique signed events), the bare
-handler and then bench/floor_server.py at three stages, each in one process and in two
-processes sharing the port (SO_REUSEPORT, a database file each, so they never wait for
-each other):
+handler and then bench/floor_server.py at these stages, each in one process and in two
+processes sharing the port (SO_REUSEPORT; a database file each, so that they never wait for
+each other, unless the stage says otherwise):
 
 - verify:   signature check and JSON parse (the relay's own functions), then answer;
 - durable:  and the relay's SQLite group commit (event, duplicate check, delivery row;
@@ -13,6 +13,9 @@ each other):
 - durable-async: the same with the fsync on a thread, the loop going on meanwhile;
 - shared-async: durable-async with every process writing one file (a lock file around
                 each batch's transaction), as the processes of one relay must;
+- funnel:   verify in each process, then hand the event over the relay's ingest channel
+            to one writer process (its CPU counted too) that stores it as `durable`
+            does: a relay with ingest workers, stripped to its unavoidable parts;
 - unsynced: the same with synchronous=OFF: no fsync, so not durable (for comparison).
 
 None of the stages routes, logs, counts metrics or delivers: whatever they reach, the
@@ -21,7 +24,9 @@ relay cannot exceed without giving up durability or the duplicate check.
 Then, in the same round, the relay itself as `bench ingest` runs it (asyncio's loop, one
 Slack destination paced at 1/s), and with each --patch (e.g. `src=DIR`, another checkout's
 relay: an A/B). The table ends with the three ratios: relay / bare, floor / bare (the best
-durable floor) and relay / floor, whose target is RELAY_TARGET.
+durable floor) and relay / floor, whose target is RELAY_TARGET; then the relay against the
+best floor that keeps one store for every request (durable x1, shared-async, funnel), as
+any relay must (BENCHMARKS.md: "A funnel floor").
 
     python -m bench floor [--quick] [--seconds S] [--loadgen wrk|python] [--stage NAME]
         [--patch NAME[+NAME]]
@@ -60,12 +65,25 @@ RELAY_TARGET = 0.8  # issue 12: the relay at 0.8x the best durable floor, in one
 
 
 def floor_server(directory: Path, port: int, stage: str, number: int) -> Server:
-    database = "floor.db" if stage == "shared-async" else f"floor-{number}.db"
+    database = "floor.db" if stage in ("shared-async", "funnel") else f"floor-{number}.db"
+    store = ["--writer", str(directory / "writer.sock")] if stage == "funnel" else []
     return Server(
         [sys.executable, "-m", "bench.floor_server", "--port", str(port), "--stage", stage,
-         "--db", str(directory / database)],
+         *(store or ["--db", str(directory / database)])],
         port,
         directory / f"floor-{number}.log",
+        env={"PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+
+
+def funnel_writer(directory: Path) -> Server:
+    """The funnel stage's writer process (its own port, for /healthz only)."""
+    port = free_port()
+    return Server(
+        [sys.executable, "-m", "bench.floor_server", "--port", str(port),
+         "--writer", str(directory / "writer.sock"), "--db", str(directory / "floor.db")],
+        port,
+        directory / "writer.log",
         env={"PYTHONPATH": str(ROOT)},
     )  # fmt: skip
 
@@ -138,8 +156,11 @@ async def run(
                         servers = [
                             floor_server(directory, port, stage, n) for n in range(processes)
                         ]
-                        async with all_running(servers):
-                            result = await measure(servers, seconds, warmup, generator, name)
+                        writers = [funnel_writer(directory)] if stage == "funnel" else []
+                        async with all_running(writers), all_running(servers):
+                            result = await measure(
+                                [*servers, *writers], seconds, warmup, generator, name
+                            )
                         if stage != "verify":  # every answered event is in a database
                             answered = result["requests"] + result["warmup_requests"]
                             stored = sum(map(stored_events, directory.glob("floor*.db")))
@@ -195,6 +216,12 @@ def summarise(
     if not durable:  # only --stage verify: no floor to compare the relay with
         return {"summary": summary, "checks": checks, "runs": runs, "table": text}
     best_durable = max(durable, key=lambda name: summary[name]["rps"])
+    # The arrangements a relay can have: one store for every request, so that a duplicate
+    # is caught and a conversation kept in order whichever process takes the request.
+    one_store = [
+        name for name in summary
+        if name.startswith(("shared-async", "funnel")) or name in ("durable x1", "durable-async x1")
+    ]  # fmt: skip
     text += (
         f"\nbest durable floor: {best_durable}, {summary[best_durable]['ratio_to_bare']:.2f}x "
         f"bare (the ingest target is {TARGET_RATIO}x)"
@@ -212,6 +239,14 @@ def summarise(
             f"{figures['cpu_to_floor']:.2f}x the floor's {floor['cpu_us_per_request']:.0f}"
         )
         checks[f"{name} at {RELAY_TARGET}x the floor"] = figures["ratio_to_floor"] >= RELAY_TARGET
+        if one_store:
+            best = max(one_store, key=lambda floor_name: summary[floor_name]["rps"])
+            figures["one_store_floor"] = best
+            figures["ratio_to_one_store_floor"] = figures["rps"] / summary[best]["rps"]
+            text += (
+                f"\n{' ' * len(name)}  relay / the best one-store floor ({best}) "
+                f"{figures['ratio_to_one_store_floor']:.2f}x"
+            )
     base = summary.get("relay")
     for name, figures in summary.items():
         if name.startswith("relay+") and base:

@@ -33,7 +33,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from relay.store import views
+from relay.store import schema, views
 from relay.store.base import Incoming, Store
 from relay.store.postgres import PostgresStore
 from relay.store.schema import MIGRATIONS, statements
@@ -700,5 +700,42 @@ async def test_a_late_outcome_leaves_a_finished_row_as_it_is(
         assert await store.revive(None, T0 + 3) == 1
         (again,) = await store.claim("a", T0 + 3, 1, 60.0, "new", run=2)
         assert again.id == second.id  # the sent row stays sent: only the dead one comes back
+    finally:
+        await store.close()
+
+
+async def test_sqlite_lane_statements_read_their_indexes_and_no_unused_index_is_kept(
+    tmp_path: Path,
+) -> None:
+    """A lane's statements read the heads and the runs behind them through their indexes,
+    whatever the backlog, and deliveries_due, which none of them used since heads, is gone
+    (migration 7): each index on deliveries costs every stored delivery an insert."""
+    store = SQLiteStore(tmp_path / "relay.db")
+    await store.open()
+    try:
+        indexes = {
+            name for (name,) in await store._read(Statement(
+                "SELECT name FROM sqlite_master WHERE type = 'index'", rows=True))
+        }  # fmt: skip
+        assert "deliveries_due" not in indexes
+        params = {"destination": "a", "now": T0, "owner": "A", "limit": 16, "run": 32,
+                  "lease_until": T0 + LEASE, "ids": [1, 2]}  # fmt: skip
+        for statement, index in (
+            (schema.CLAIM_HEADS, "heads_due"),
+            (schema.CLAIM_RUNS, "deliveries_order"),
+            (schema.NEXT_DUE, "heads_due"),
+        ):
+            query = statement.sqlite
+            plan = await store._call(
+                lambda db, q=query: db.execute(
+                    "EXPLAIN QUERY PLAN " + q.text, q.bind(params)
+                ).fetchall()
+            )
+            details = [row[3] for row in plan]
+            assert any(f"INDEX {index}" in detail for detail in details), (statement, details)
+            # Subqueries and json_each (the ids) are bounded: only a table scan is wrong.
+            scans = [d for d in details if d.startswith("SCAN") and "subquery" not in d
+                     and "json_each" not in d]  # fmt: skip
+            assert not scans, (statement, details)
     finally:
         await store.close()

@@ -175,6 +175,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 6: answers: the relay's messages and topics per conversation and the answers going out
     # (relay/store/replies.py); a conversation's latest events use migration 5's index.
     Migration(both=replies.MIGRATION),
+    # 7: deliveries_due served the claims that searched the pending rows; since migration 4
+    # they read heads (heads_due), and no statement uses it, while every delivery stored,
+    # retried or finished paid for its upkeep (issue 12: a leaner ingest).
+    Migration(both="DROP INDEX deliveries_due;"),
 )
 
 
