@@ -1,4 +1,4 @@
-"""`python -m bench [ingest|e2e|drain|memory|handler|floor|amplifier|console|backlog ...]
+"""`python -m bench [ingest|e2e|drain|memory|handler|floor|amplifier|console|backlog|layout ...]
 [--quick]`: run
 benchmarks.
 
@@ -21,7 +21,7 @@ from bench.floor_server import STAGES
 
 NAMES = ("ingest", "e2e", "drain", "memory")
 # Run only when named: not among the four figures.
-EXTRAS = ("handler", "floor", "amplifier", "console", "backlog")
+EXTRAS = ("handler", "floor", "amplifier", "console", "backlog", "layout")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(the webhook handler's CPU per request, in process; with --patch), floor "
         "(how close to the bare handler any durable relay can come on this machine), "
         "amplifier (valid webhooks while 1 MiB bodies with a wrong signature are posted), "
-        "console (the operator console's API; see BENCHMARKS.md), or backlog (claims and "
-        "ingest with 1 000 and 100 000 pending; A/B against the store before heads)",
+        "console (the operator console's API; see BENCHMARKS.md), backlog (claims and "
+        "ingest with 1 000 and 100 000 pending; A/B against the store before heads), or "
+        "layout (what each index costs a stored event)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="shorter runs and smaller N, for a quick check"
@@ -81,7 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from bench import amplifier, backlog, console, drain, e2e, floor, handler, ingest, memory
+    from bench import (
+        amplifier,
+        backlog,
+        console,
+        drain,
+        e2e,
+        floor,
+        handler,
+        ingest,
+        layout,
+        memory,
+    )
 
     results: dict[str, Any] = {}
     for name in args.names or NAMES:
@@ -111,6 +123,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results[name] = await console.main(quick=args.quick)
         elif name == "backlog":
             results[name] = await backlog.main(quick=args.quick)
+        elif name == "layout":
+            results[name] = await layout.main(quick=args.quick)
         elif name == "memory":
             results[name] = await memory.main(quick=args.quick, events=args.events)
         print(f"({name}: {time.monotonic() - started:.0f} s)\n", flush=True)
