@@ -94,7 +94,9 @@ async def test_sigterm_stops_intake_finishes_the_send_in_flight_and_exits_0(
     config, port = relay.config, relay.port
     fake_slack.faults.delay_next(1, seconds=1.5)
     assert await relay.post(numbered_event("z", 0)) == 200
-    await asyncio.sleep(0.5)  # the send is now in flight, held 1.5 s by the fake
+    # The send is in flight once the fake has taken the delay (it holds the call 1.5 s):
+    # waited for, not slept for, so a slow machine cannot send SIGTERM before it.
+    await until(lambda: fake_slack.faults.scripted == 0, within=15)
     relay.signal(signal.SIGTERM)
     assert await relay.wait(timeout=15) == 0
     assert numbered_texts([post.text for post in fake_slack.messages]) == ["z-msg-0"]
@@ -196,11 +198,13 @@ async def test_kill_9_in_the_middle_of_a_coalesced_send_sends_it_again(
     relay = await start_relay(tmp_path, fake_slack, processes, rate=1, coalesce=True)
     assert await relay.post(numbered_event("k", 0)) == 200  # alone, at once
     await until(lambda: len(fake_slack.messages) == 1)
-    fake_slack.faults.delay_next(1, seconds=3)  # the next message hangs, then lands anyway
+    fake_slack.faults.delay_next(1, seconds=5)  # the next message hangs, then lands anyway
     for n in range(1, 6):
         for conversation in "kj":
             assert await relay.post(numbered_event(conversation, n)) == 200
-    await asyncio.sleep(1.8)  # past the pacer's second: the coalesced send is in flight
+    # Past the pacer's second the coalesced send goes out; the fake taking the delay means
+    # it is in flight (waited for, not slept for: a loaded machine may be slower).
+    await until(lambda: fake_slack.faults.scripted == 0, within=15)
     await relay.kill()
     before = relay.output()  # the two processes write one log file
     restarted = RelayProcess(relay.config, relay.port, SECRET)

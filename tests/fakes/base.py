@@ -76,6 +76,13 @@ class Faults:
         self.delay, self._storm = 0.0, None
         self._script.clear()
 
+    @property
+    def scripted(self) -> int:
+        """How many scripted faults no call has taken yet. A call takes its fault as it
+        arrives, so 0 after `delay_next` means the delayed call is in flight now: a test
+        waits for that instead of guessing how long the client takes to send it."""
+        return len(self._script)
+
     def take(self) -> Fault:
         fault = self._script.popleft() if self._script else Fault()
         if (
