@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from relay import service as relay_service
 from relay.config.load import parse_config
 from relay.ingest.signature import sign
 from relay.service import Relay
@@ -349,16 +350,42 @@ async def test_a_bug_while_delivering_one_message_is_logged_counted_and_retried(
     assert await harness.relay.store.dead_count() == 0
 
 
+class SupervisorLooks:
+    """relay.service's `asyncio`, except that the supervisor's wait between two looks at
+    the lanes ends when the test says (`look()`), not after SUPERVISE_EVERY seconds."""
+
+    def __init__(self) -> None:
+        self._looks = asyncio.Semaphore(0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    async def sleep(self, delay: float, result: Any = None) -> Any:
+        if delay == relay_service.SUPERVISE_EVERY:
+            await self._looks.acquire()
+            return result
+        return await asyncio.sleep(delay, result)
+
+    def look(self) -> None:
+        self._looks.release()
+
+
 async def test_a_lane_whose_task_ends_is_restarted(
-    make_relay: Any, fake_slack: FakeSlack, caplog: pytest.LogCaptureFixture
+    make_relay: Any, fake_slack: FakeSlack, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The supervisor looks when the test lets it: on its own it looks every second, and may
+    # restart the lane before /readyz is asked, however quickly the test asks.
+    supervisor = SupervisorLooks()
+    monkeypatch.setattr(relay_service, "asyncio", supervisor)
     harness = await make_relay(slack_destination(fake_slack))
     lane = harness.relay.lanes["dest"]
     assert lane.task is not None
     lane.task.cancel()  # as if the task ended by some path nobody foresaw
-    await until(lambda: not lane.running, within=5)
+    await until(lambda: not lane.running)
     assert (await harness.client.get("/readyz")).status == 503
-    await until(lambda: lane.running, within=5)  # the supervisor started it again
+    supervisor.look()
+    await until(lambda: lane.running)  # the supervisor started it again
     assert any("restarting it" in r.getMessage() for r in caplog.records)
     assert await harness.post(event("r", 0)) == 200
     await until(lambda: len(fake_slack.messages) == 1)
