@@ -222,10 +222,7 @@ async def test_running_lane_keeps_conversation_order_through_failures(
         await put(store, text, conversation, at=time.time())
     lane.start()
     lane.wake()
-    for _ in range(200):
-        if len(courier.sent) == 6:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: len(courier.sent) == 6)
     await lane.stop()
     order = [m for m, _ in courier.sent]
     assert sorted(order) == ["A1#0", "A2#0", "A3#0", "B1#0", "B2#0", "N1#0"]
@@ -243,7 +240,9 @@ async def test_stop_gives_back_rows_not_attempted(store: SQLiteStore) -> None:
     for i in range(5):
         await put(store, f"m{i}", None, at=time.time())
     lane.start()
-    await asyncio.sleep(0.2)
+    # Stopped once the first is sent (waited for: a loaded machine may take longer than any
+    # fixed sleep), while the pacer (2 a second) holds the rest back.
+    await until(lambda: courier.sent)
     await lane.stop(grace=2.0)
     sent = len(courier.sent)
     assert 1 <= sent < 5
