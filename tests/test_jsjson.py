@@ -238,8 +238,10 @@ def test_one_mebibyte_body_is_fast() -> None:
     copies = (1 << 20) // len(sample) + 1
     body = ("[\n" + ",\n".join([sample] * copies) + "\n]").encode()
     assert len(body) >= 1 << 20
-    start = time.perf_counter()
+    # CPU time of this thread, not wall time: a loaded machine may stall the process for
+    # longer than the bound, but not make the work itself cost more.
+    start = time.thread_time()
     out = js_reserialise(body)
-    elapsed = time.perf_counter() - start
+    elapsed = time.thread_time() - start
     assert out.startswith(b'[{"event":"newMessage"')
-    assert elapsed < 1.0, f"{elapsed:.3f}s for {len(body)} bytes"  # ~0.07 s on a laptop
+    assert elapsed < 1.0, f"{elapsed:.3f}s of CPU for {len(body)} bytes"  # ~0.07 s on a laptop
