@@ -73,7 +73,8 @@ async def test_close_refuses_a_stuck_batch_and_the_queue_after_its_timeout() -> 
     await asyncio.sleep(0)
     started = time.monotonic()
     await commit.close()
-    assert time.monotonic() - started < 1.0
+    # Its 0.2 s timeout, not CLOSE_TIMEOUT's 10 s nor forever; generous for a loaded machine.
+    assert time.monotonic() - started < 5.0
     for result in await asyncio.gather(in_flight, *queued, return_exceptions=True):
         assert isinstance(result, StoreUnavailable)
         assert str(result) == "the store closed before the event was stored"
