@@ -444,7 +444,7 @@ async def test_token_never_leaks(
     secret = "xoxb-9999-8888-leakcheck-secret"
     outcomes = []
     for api_url in (fake_slack.api_url, f"http://127.0.0.1:{unused_tcp_port}/api/"):
-        sender_ = SlackSender(token=secret, channel=CHANNEL, api_url=api_url, timeout=1.0)
+        sender_ = SlackSender(token=secret, channel=CHANNEL, api_url=api_url, timeout=10.0)
         outcomes.append(await sender_.send(text()))
         await sender_.close()
     assert [o.reason for o in outcomes] == ["unauthorized", "network"]  # type: ignore[union-attr]
@@ -464,7 +464,7 @@ async def test_webhook_url_never_leaks(
     fake_slack.faults.fail_next(1, status=503)
     outcomes = []
     for url in (good, good, revoked, gone):
-        hook = SlackWebhookSender(url=url, timeout=1.0)
+        hook = SlackWebhookSender(url=url, timeout=10.0)  # none of them is meant to time out
         outcomes.append(await hook.send(text()))
         await hook.close()
     assert [type(o).__name__ for o in outcomes] == ["RetryLater", "Sent", "Permanent", "RetryLater"]

@@ -376,21 +376,24 @@ async def test_token_never_leaks(
     caplog.set_level(logging.DEBUG)
     secret = "555555:AALeakCheckTokenSecret-0123456789ab"
     fake_telegram.tokens.add(secret)
-    good = sender(fake_telegram, token=secret, timeout=0.3)
+    # Only `hasty` is meant to time out: the others' answers may take a loaded machine
+    # seconds, and the call `hasty` gives up on is held far longer than its 0.3 s.
+    good = sender(fake_telegram, token=secret, timeout=10.0)
+    hasty = sender(fake_telegram, token=secret, timeout=0.3)
     wrong = sender(fake_telegram, token="555555:AALeakCheckTokenWRONG-0123456789ab")
     gone = TelegramSender(
-        token=secret, chat_id=CHAT_ID, timeout=1.0, api_url=f"http://127.0.0.1:{unused_tcp_port}"
+        token=secret, chat_id=CHAT_ID, timeout=10.0, api_url=f"http://127.0.0.1:{unused_tcp_port}"
     )
     fake_telegram.faults.fail_next(1, status=502)
-    fake_telegram.faults.delay_next(1, seconds=1)
+    fake_telegram.faults.delay_next(1, seconds=10)  # a stopping fake wakes it: costs nothing
     outcomes = [
         await good.send(message()),
-        await good.send(message()),
+        await hasty.send(message()),
         await good.send(message("<b>x")),
         await wrong.send(message()),
         await gone.send(message()),
     ]
-    for sender_ in (good, wrong, gone):
+    for sender_ in (good, hasty, wrong, gone):
         await sender_.close()
     reasons = [getattr(o, "reason", "sent") for o in outcomes]
     assert reasons == ["server_error", "timeout", "sent", "unauthorized", "network"]
