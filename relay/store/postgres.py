@@ -427,7 +427,7 @@ async def _migrate(connection: asyncpg.Connection) -> None:
             "SELECT coalesce(max(version), 0) FROM schema_migrations"
         )
         # A database newer than this code (an upgrade was rolled back) is used as it is,
-        # like SQLite's user_version: migrations only ever add.
+        # like SQLite's user_version: migrations only ever add (schema.py).
         for number, migration in enumerate(schema.MIGRATIONS[version:], start=version + 1):
             script = migration.script(Dialect.POSTGRESQL)
             if script.strip():

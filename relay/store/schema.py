@@ -7,9 +7,11 @@ pending, which keeps each conversation in order. Those oldest pending rows, the 
 kept in a table of their own (migration 4), so that a claim costs the same whatever the
 backlog behind them.
 
-Migrations only ever add. Each engine records how far it got (SQLite in `PRAGMA
-user_version`, PostgreSQL in `schema_migrations`) and applies the rest, so a migration,
-once released, is never edited: what it did is in databases in the field.
+Migrations only ever add, or drop what the releases since heads no longer read (7), so
+that a release rolled back still runs on the newer database. Each engine records how far it
+got (SQLite in `PRAGMA user_version`, PostgreSQL in `schema_migrations`) and applies the
+rest, so a migration, once released, is never edited: what it did is in databases in the
+field.
 """
 
 from __future__ import annotations

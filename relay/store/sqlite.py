@@ -219,7 +219,7 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 
 def _migrate(db: sqlite3.Connection) -> None:
     """Apply the migrations this file lacks. A file newer than this code (an upgrade was
-    rolled back) is used as it is: migrations only ever add."""
+    rolled back) is used as it is: migrations only ever add (schema.py)."""
     with _transaction(db):
         version = db.execute("PRAGMA user_version").fetchone()[0]
         for number, migration in enumerate(schema.MIGRATIONS[version:], start=version + 1):
