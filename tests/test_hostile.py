@@ -22,7 +22,9 @@ from relay.ingest import server as ingest_server
 from relay.ingest.jsjson import js_reserialise
 from relay.ingest.signature import sign
 from relay.service import Relay
+from relay.store import Store
 from relay.store.sqlite import SQLiteStore
+from tests.waiting import until_async
 
 SECRET = "hostile-test-secret"
 ANSWERS = {200, 400, 401, 403, 408, 413}
@@ -155,12 +157,12 @@ async def test_every_field_of_a_oneroute_event_may_be_wrong_and_still_delivered(
     for event in events:
         assert await running.post(json.dumps(event).encode()) == 200
     store = running.relay.store
-    for _ in range(300):
-        if not await store.backlog():
-            break
-        await asyncio.sleep(0.02)
-    assert await store.backlog() == []
+    await until_async(lambda: no_backlog(store))
     assert await store.dead_count() == 0
+
+
+async def no_backlog(store: Store) -> bool:
+    return not await store.backlog()
 
 
 # --- storage faults ----------------------------------------------------------------------------
@@ -190,11 +192,7 @@ async def test_full_disk_answers_503_and_recovers_delivering_everything_acknowle
     await set_pragma(store, "max_page_count = 1073741823")  # the disk has room again
     body = json.dumps({"event": "newMessage", "n": "after"}).encode()
     assert await running.post(body) == 200
-    for _ in range(500):
-        if not await store.backlog():
-            break
-        await asyncio.sleep(0.02)
-    assert await store.backlog() == []
+    await until_async(lambda: no_backlog(store), within=30)
     out = capsys.readouterr().out
     for n in accepted:
         assert f"message-{n}-end" in out, n
@@ -206,11 +204,11 @@ async def readyz_status(running: Running) -> int:
 
 async def wait_for_readyz(running: Running, status: int) -> None:
     """/readyz probes the store at most once a second: wait for it to see the change."""
-    for _ in range(100):
-        if await readyz_status(running) == status:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"/readyz never answered {status}")
+
+    async def answers() -> bool:
+        return await readyz_status(running) == status
+
+    await until_async(answers)
 
 
 @pytest.mark.parametrize("fault", ["read-only", "full"])
