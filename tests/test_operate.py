@@ -301,15 +301,19 @@ async def test_a_slow_reload_cannot_overwrite_a_newer_one(
     running = await start(config_text(tmp_path, "  a: {type: console}\n"))
     file = tmp_path / "relay.yaml"
     lane, stop = running.relay.lanes["a"], running.relay.lanes["a"].stop
+    stopping = asyncio.Event()
 
     async def slow_stop(grace: float = 10.0) -> None:
+        stopping.set()
         await asyncio.sleep(0.3)
         await stop(grace)
 
     lane.stop = slow_stop  # type: ignore[method-assign]
     file.write_text(config_text(tmp_path, slack(fake_slack)))  # a changes: its lane restarts
     first = asyncio.create_task(running.relay.reload())
-    await asyncio.sleep(0.05)  # the first reload is stopping the old lane
+    # The first reload has read the file and is stopping the old lane (waited for: a fixed
+    # sleep could end before it got there, and the test would prove nothing).
+    await asyncio.wait_for(stopping.wait(), 20)
     file.write_text(config_text(tmp_path, "  a: {type: console}\n  b: {type: console}\n"))
     assert await running.relay.reload() and await first
     assert set(running.relay.config.destinations) == {"a", "b"}  # the newest file wins
