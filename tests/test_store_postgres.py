@@ -111,7 +111,7 @@ async def test_an_instance_waits_for_a_conversation_another_is_storing(
         await asyncio.sleep(0.2)
         assert not waiting.done()
         await transaction.commit()
-        assert not (await asyncio.wait_for(waiting, 5)).duplicate
+        assert not (await asyncio.wait_for(waiting, 20)).duplicate
     finally:
         await other.close()
 
