@@ -68,13 +68,17 @@ async def test_kill_9_mid_delivery_then_restart_delivers_every_acknowledged_even
 ) -> None:
     relay = await start_relay(tmp_path, fake_slack, processes, rate=5)
     config, port = relay.config, relay.port
+    # Four sends go through, the fifth is held (until the fake stops): the kill lands
+    # mid-delivery however slowly a loaded machine posts, with that send in flight.
+    fake_slack.faults.delay_next(4, seconds=0)
+    fake_slack.faults.delay_next(1, seconds=600)
     sent = [(c, n) for n in range(8) for c in ("a", "b", "c")]
     for conversation, n in sent:
         assert await relay.post(numbered_event(conversation, n)) == 200
-    await until(lambda: len(fake_slack.messages) >= 5, within=20)
+    await until(lambda: fake_slack.faults.scripted == 0, within=20)
     await relay.kill()
     delivered_before = len(fake_slack.messages)
-    assert delivered_before < len(sent), "the kill should land mid-delivery"
+    assert delivered_before == 4, "the kill should land mid-delivery"
 
     restarted = RelayProcess(config, port, SECRET)
     processes.append(restarted)
