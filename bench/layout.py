@@ -3,7 +3,8 @@
 The relay's own SQLite group commit (`_insert_batch`) stores the benchmark's events
 (the sample body, unique, over CONVERSATIONS conversations, one destination) in batches
 of 16 into a fresh file, in one thread with nothing else running: once with the schema as
-shipped, and once without each index that a stored event adds an entry to. Each index's
+shipped, once without each index that a stored event adds an entry to, and once with
+deliveries_due back (the index migration 7 dropped). Each index's
 figure is what dropping it would save, as CPU per event; synchronous=OFF, so that the
 disk's flush (the same for all) does not hide it. It is the "leaner store layout" side of
 issue 12: every index here is read by some statement (relay/store/schema.py, views.py),
@@ -25,6 +26,11 @@ from relay.store.base import Incoming
 from relay.store.sqlite import SQLiteStore, _insert_batch
 
 BATCH = 16
+# The index migration 7 dropped, as migration 1 made it: the before of that change.
+DROPPED = (
+    "deliveries_due",
+    "CREATE INDEX deliveries_due ON deliveries (destination, next_at, id) WHERE state = 'pending'",
+)
 
 
 def indexes_written_per_event(db: sqlite3.Connection) -> list[str]:
@@ -37,13 +43,16 @@ def indexes_written_per_event(db: sqlite3.Connection) -> list[str]:
     return [name for name, _, sql in rows if "WHERE" not in sql or "'pending'" in sql]
 
 
-def cpu_per_event(directory: Path, events: int, drop: str | None) -> float:
-    store = SQLiteStore(directory / f"layout-{drop or 'shipped'}.db", synchronous="OFF")
+def cpu_per_event(directory: Path, events: int, variant: str) -> float:
+    """`variant`: "shipped", "-INDEX" (dropped) or "+INDEX" (the one in DROPPED, added)."""
+    store = SQLiteStore(directory / f"layout-{variant}.db", synchronous="OFF")
     store._connect()
     db = store._db
     assert db is not None
-    if drop is not None:
-        db.execute(f"DROP INDEX {drop}")
+    if variant.startswith("-"):
+        db.execute(f"DROP INDEX {variant[1:]}")
+    elif variant.startswith("+"):
+        db.execute(DROPPED[1])
     spec = template_spec()
     batches = [
         [
@@ -75,20 +84,21 @@ async def main(quick: bool = False) -> dict[str, Any]:
         assert probe._db is not None
         names = indexes_written_per_event(probe._db)
         probe._db.close()
-        runs: dict[str, list[float]] = {"shipped": []}
+        variants = ["shipped", f"+{DROPPED[0]}", *(f"-{name}" for name in names)]
+        runs: dict[str, list[float]] = {variant: [] for variant in variants}
         for round_ in range(rounds):  # interleaved, so that a busy moment hits all alike
-            for drop in [None, *names]:
-                round_dir = directory / str(round_)
-                round_dir.mkdir(exist_ok=True)
-                key = drop or "shipped"
-                runs.setdefault(key, []).append(cpu_per_event(round_dir, events, drop))
+            round_dir = directory / str(round_)
+            round_dir.mkdir()
+            for variant in variants:
+                runs[variant].append(cpu_per_event(round_dir, events, variant))
     shipped = median(runs["shipped"])
     summary = {
         name: {"cpu_us_per_event": median(values), "ratio": median(values) / shipped}
         for name, values in runs.items()
     }
+    words = {"-": "without", "+": "with"}
     rows = [["schema as shipped", shipped, 1.0, "-"]] + [
-        [f"without {name}", figures["cpu_us_per_event"], figures["ratio"],
+        [f"{words[name[0]]} {name[1:]}", figures["cpu_us_per_event"], figures["ratio"],
          f"{shipped - figures['cpu_us_per_event']:.1f}"]
         for name, figures in sorted(summary.items(), key=lambda item: item[1]["ratio"])
         if name != "shipped"
