@@ -65,11 +65,15 @@ RELAY_TARGET = 0.8  # issue 12: the relay at 0.8x the best durable floor, in one
 
 
 def floor_server(directory: Path, port: int, stage: str, number: int) -> Server:
-    database = "floor.db" if stage in ("shared-async", "funnel") else f"floor-{number}.db"
-    store = ["--writer", str(directory / "writer.sock")] if stage == "funnel" else []
+    database = "floor.db" if stage == "shared-async" else f"floor-{number}.db"
+    store = (
+        ["--writer", str(directory / "writer.sock")]  # the funnel's writer has the file
+        if stage == "funnel"
+        else ["--db", str(directory / database)]
+    )
     return Server(
         [sys.executable, "-m", "bench.floor_server", "--port", str(port), "--stage", stage,
-         *(store or ["--db", str(directory / database)])],
+         *store],
         port,
         directory / f"floor-{number}.log",
         env={"PYTHONPATH": str(ROOT)},
@@ -222,6 +226,7 @@ def summarise(
         name for name in summary
         if name.startswith(("shared-async", "funnel")) or name in ("durable x1", "durable-async x1")
     ]  # fmt: skip
+    best_one_store = max(one_store, key=lambda name: summary[name]["rps"], default=None)
     text += (
         f"\nbest durable floor: {best_durable}, {summary[best_durable]['ratio_to_bare']:.2f}x "
         f"bare (the ingest target is {TARGET_RATIO}x)"
@@ -239,12 +244,11 @@ def summarise(
             f"{figures['cpu_to_floor']:.2f}x the floor's {floor['cpu_us_per_request']:.0f}"
         )
         checks[f"{name} at {RELAY_TARGET}x the floor"] = figures["ratio_to_floor"] >= RELAY_TARGET
-        if one_store:
-            best = max(one_store, key=lambda floor_name: summary[floor_name]["rps"])
-            figures["one_store_floor"] = best
-            figures["ratio_to_one_store_floor"] = figures["rps"] / summary[best]["rps"]
+        if best_one_store is not None:
+            figures["one_store_floor"] = best_one_store
+            figures["ratio_to_one_store_floor"] = figures["rps"] / summary[best_one_store]["rps"]
             text += (
-                f"\n{' ' * len(name)}  relay / the best one-store floor ({best}) "
+                f"\n{' ' * len(name)}  relay / the best one-store floor ({best_one_store}) "
                 f"{figures['ratio_to_one_store_floor']:.2f}x"
             )
     base = summary.get("relay")
