@@ -314,12 +314,13 @@ SAVE_PROGRESS = Statement("UPDATE deliveries SET progress = :progress WHERE id =
 
 # Outcomes change pending rows only: an earlier lane holder's late outcome (its lease ran out
 # and another instance finished the row meanwhile) must not turn a sent row dead, which `dead
-# retry` would send again, nor put a failure on a delivered one.
+# retry` would send again, nor put a failure on a delivered one. The rows are found by id
+# ({unindexed}: see relay/store/sql.py), however many others are pending.
 MARK_SENT = Statement(
     """
     UPDATE deliveries SET state = 'sent', finished_at = :now, lease_until = NULL,
         lease_owner = NULL
-    WHERE id {in_ids} AND state = 'pending'
+    WHERE id {in_ids} AND {unindexed}state = 'pending'
     """
 )
 
@@ -327,7 +328,7 @@ BURY = Statement(
     """
     UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished_at = :now,
         reason = :reason, detail = :detail, lease_until = NULL, lease_owner = NULL
-    WHERE id {in_ids} AND state = 'pending'
+    WHERE id {in_ids} AND {unindexed}state = 'pending'
     """
 )
 
@@ -335,7 +336,7 @@ RETRY_LATER = Statement(
     """
     UPDATE deliveries SET attempts = attempts + 1, next_at = :next_at, reason = :reason,
         detail = :detail, lease_until = NULL, lease_owner = NULL
-    WHERE id {in_ids} AND state = 'pending'
+    WHERE id {in_ids} AND {unindexed}state = 'pending'
     """
 )
 RETRY_HEADS = Statement(
@@ -410,7 +411,7 @@ REVIVE = Statement(
     """
     UPDATE deliveries SET state = 'pending', next_at = :now, attempts = 0, retry_from = :now,
         finished_at = NULL
-    WHERE state = 'dead' AND id {in_ids}
+    WHERE id {in_ids} AND {unindexed}state = 'dead'
     """
 )
 
@@ -424,11 +425,11 @@ REVIVE_HEADS = Statement(
     FROM deliveries AS d
     WHERE d.id IN (
         SELECT min(id) FROM deliveries
-        WHERE id {{in_ids}} AND state = 'pending' AND conversation IS NOT NULL
+        WHERE id {{in_ids}} AND {{unindexed}}state = 'pending' AND conversation IS NOT NULL
         GROUP BY destination, conversation
         UNION ALL
         SELECT id FROM deliveries
-        WHERE id {{in_ids}} AND state = 'pending' AND conversation IS NULL)
+        WHERE id {{in_ids}} AND {{unindexed}}state = 'pending' AND conversation IS NULL)
       AND NOT EXISTS (SELECT 1 FROM heads AS h WHERE h.delivery_id = d.id)
     ORDER BY d.destination, d.conversation
     """  # noqa: S608 - constant fragments, no input

@@ -31,6 +31,11 @@ MACROS: dict[Dialect, dict[str, str]] = {
         # `:ids` is bound as a JSON array (Rendered.bind): SQLite has no array type.
         "ids": "SELECT value FROM json_each(:ids)",
         "in_ids": "IN (SELECT value FROM json_each(:ids))",
+        # `+column` keeps a term from choosing an index. A statement that names its rows by
+        # id must look them up by id: SQLite cannot tell how many ids json_each holds and,
+        # without statistics, would rather read every row of a state through an index of
+        # state (every pending row of a long backlog, for each outcome a lane records).
+        "unindexed": "+",
         "skip_locked": "",  # one writer at a time: there is nothing to skip
         "lock": "",  # nor anything to wait for
     },
@@ -43,6 +48,7 @@ MACROS: dict[Dialect, dict[str, str]] = {
         # An array comparison, which the planner serves from an index whatever the table's
         # statistics say; IN (SELECT unnest(...)) may become a scan of the whole table.
         "in_ids": "= ANY(CAST(:ids AS BIGINT[]))",
+        "unindexed": "",  # the id array is served from the primary key whatever else
         "skip_locked": "FOR UPDATE SKIP LOCKED",
         "lock": "FOR UPDATE",
     },
