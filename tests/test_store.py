@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from relay.errors import StoreUnavailable
+from relay.store import shared
 from relay.store.base import DUPLICATE_WINDOW, Accepted, Incoming, Store
 from relay.store.postgres import PostgresStore
 from relay.store.sqlite import SQLiteStore
@@ -228,6 +229,29 @@ async def test_close_answers_or_refuses_every_accept_in_flight(new_store: NewSto
         await reopened.close()
     answered = {answer.event_id for answer in answers if isinstance(answer, Accepted)}
     assert answered <= stored
+
+
+async def test_prune_deletes_in_chunks_until_nothing_expired_is_left(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each prune transaction deletes at most PRUNE_CHUNK events and marks (ingest waits for
+    one chunk, not for all), and prune goes on until nothing expired is left."""
+    monkeypatch.setattr(shared, "PRUNE_CHUNK", 2)
+    ids = []
+    for n in range(5):
+        await store.accept(incoming(b"old %d" % n, conversation=None))
+    for row in await store.claim("a", T0 + 1, 10, 60.0, "me"):
+        ids.append(row.id)
+    await store.mark_sent(ids, T0 + 2)
+    kept = await store.accept(incoming(b"new", conversation=None, at=T0 + 10 * 86400))
+    assert await store.prune(T0 + 10 * 86400, retention=7 * 86400) == 5
+    assert await store.prune(T0 + 10 * 86400, retention=7 * 86400) == 0
+    # Every expired mark went too (the same bodies are new again), the fresh one stayed.
+    for n in range(5):
+        assert not (await store.accept(incoming(b"old %d" % n, at=T0 + 10 * 86400))).duplicate
+    assert (await store.accept(incoming(b"new", at=T0 + 10 * 86400))) == Accepted(
+        kept.event_id, duplicate=True
+    )
 
 
 # --- ids ------------------------------------------------------------------------------------------

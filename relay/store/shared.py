@@ -26,6 +26,7 @@ from relay.store.views import attempt_step
 
 PROBE_BYTES = 8192  # about a large event: more than a page, so it needs pages of its own
 PROBE_TIMEOUT = 2.0  # slower than this, a readiness probe had better say "not ready"
+PRUNE_CHUNK = 500  # rows of a table one prune transaction deletes at most (schema.PRUNE_*)
 
 
 class SharedStore(RepliesStore, ABC):
@@ -179,14 +180,20 @@ class SharedStore(RepliesStore, ABC):
         return [Backlog(*row) for row in await self._read(schema.BACKLOG)]
 
     async def prune(self, now: float, retention: float) -> int:
-        _, deleted, *_ = await self._write(*self._prune_steps(now, retention))
-        return int(deleted)
+        """Delete expired duplicate marks and delivered events past retention, PRUNE_CHUNK
+        rows of each a transaction until none is left; how many events went."""
+        events = 0
+        while True:
+            seen, deleted, *_ = await self._write(*self._prune_steps(now, retention))
+            events += int(deleted)
+            if max(int(seen), int(deleted)) < PRUNE_CHUNK:
+                return events
 
     def _prune_steps(self, now: float, retention: float) -> list[Step]:
-        """Expired duplicate marks, then delivered events past retention (the second step's
-        count is prune()'s answer); an engine may add its own upkeep."""
+        """Expired duplicate marks, then delivered events past retention, a chunk of each
+        (their counts come first); an engine may add its own upkeep."""
         return [
-            step(schema.PRUNE_SEEN, before=now - DUPLICATE_WINDOW),
-            step(schema.PRUNE_EVENTS, before=now - retention),
+            step(schema.PRUNE_SEEN, before=now - DUPLICATE_WINDOW, chunk=PRUNE_CHUNK),
+            step(schema.PRUNE_EVENTS, before=now - retention, chunk=PRUNE_CHUNK),
             *self._replies_prune_steps(now),
         ]
