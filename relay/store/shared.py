@@ -181,19 +181,21 @@ class SharedStore(RepliesStore, ABC):
 
     async def prune(self, now: float, retention: float) -> int:
         """Delete expired duplicate marks and delivered events past retention, PRUNE_CHUNK
-        rows of each a transaction until none is left; how many events went."""
+        rows of each a transaction until none is left, then the rest of the upkeep once;
+        how many events went."""
         events = 0
         while True:
-            seen, deleted, *_ = await self._write(*self._prune_steps(now, retention))
+            seen, deleted = await self._write(
+                step(schema.PRUNE_SEEN, before=now - DUPLICATE_WINDOW, chunk=PRUNE_CHUNK),
+                step(schema.PRUNE_EVENTS, before=now - retention, chunk=PRUNE_CHUNK),
+            )
             events += int(deleted)
             if max(int(seen), int(deleted)) < PRUNE_CHUNK:
-                return events
+                break
+        await self._write(*self._prune_steps(now, retention))
+        return events
 
     def _prune_steps(self, now: float, retention: float) -> list[Step]:
-        """Expired duplicate marks, then delivered events past retention, a chunk of each
-        (their counts come first); an engine may add its own upkeep."""
-        return [
-            step(schema.PRUNE_SEEN, before=now - DUPLICATE_WINDOW, chunk=PRUNE_CHUNK),
-            step(schema.PRUNE_EVENTS, before=now - retention, chunk=PRUNE_CHUNK),
-            *self._replies_prune_steps(now),
-        ]
+        """The upkeep a prune does once, after the marks and events (small tables, not
+        chunked); an engine may add its own."""
+        return self._replies_prune_steps(now)
