@@ -42,6 +42,7 @@ from relay.store.sql import Dialect, Statement
 from relay.store.sqlite import SQLiteStore
 from relay.store.views import Filters
 from tests.pg import empty_relay_tables
+from tests.plans import migrated, plan
 
 T = TypeVar("T")
 T0 = 1_700_000_000.0
@@ -705,19 +706,16 @@ async def test_a_late_outcome_leaves_a_finished_row_as_it_is(
         await store.close()
 
 
-async def test_sqlite_lane_statements_read_their_indexes_and_no_unused_index_is_kept(
+def test_sqlite_lane_statements_read_their_indexes_and_no_unused_index_is_kept(
     tmp_path: Path,
 ) -> None:
     """A lane's statements read the heads and the runs behind them through their indexes,
     whatever the backlog, and deliveries_due, which none of them used since heads, is gone
     (migration 7): each index on deliveries costs every stored delivery an insert."""
-    store = SQLiteStore(tmp_path / "relay.db")
-    await store.open()
-    try:
+    with migrated(tmp_path / "relay.db") as db:
         indexes = {
-            name for (name,) in await store._read(Statement(
-                "SELECT name FROM sqlite_master WHERE type = 'index'", rows=True))
-        }  # fmt: skip
+            name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
         assert "deliveries_due" not in indexes
         params = {"destination": "a", "now": T0, "owner": "A", "limit": 16, "run": 32,
                   "lease_until": T0 + LEASE, "ids": [1, 2]}  # fmt: skip
@@ -726,20 +724,12 @@ async def test_sqlite_lane_statements_read_their_indexes_and_no_unused_index_is_
             (schema.CLAIM_RUNS, "deliveries_order"),
             (schema.NEXT_DUE, "heads_due"),
         ):
-            query = statement.sqlite
-            plan = await store._call(
-                lambda db, q=query: db.execute(
-                    "EXPLAIN QUERY PLAN " + q.text, q.bind(params)
-                ).fetchall()
-            )
-            details = [row[3] for row in plan]
+            details = plan(db, statement, params)
             assert any(f"INDEX {index}" in detail for detail in details), (statement, details)
             # Subqueries and json_each (the ids) are bounded: only a table scan is wrong.
             scans = [d for d in details if d.startswith("SCAN") and "subquery" not in d
                      and "json_each" not in d]  # fmt: skip
             assert not scans, (statement, details)
-    finally:
-        await store.close()
 
 
 def test_sqlite_statements_that_name_their_rows_by_id_look_them_up_by_id(tmp_path: Path) -> None:
@@ -747,22 +737,15 @@ def test_sqlite_statements_that_name_their_rows_by_id_look_them_up_by_id(tmp_pat
     them up by id, never read every row of a state through an index of state (every pending
     row of a long backlog, for each outcome a lane records: what made a lane's drain ten
     times slower with 100 000 pending than with 1 000, and ingest wait behind it)."""
-    db = sqlite3.connect(tmp_path / "relay.db")
-    try:
-        for migration in MIGRATIONS:
-            for statement in statements(migration.script(Dialect.SQLITE)):
-                db.execute(statement)
-        by_ids = [
-            (name, value) for name, value in vars(schema).items()
-            if isinstance(value, Statement) and "in_ids" in value.sql
-        ]  # fmt: skip
-        assert len(by_ids) >= 10
+    by_ids = [
+        (name, value) for name, value in vars(schema).items()
+        if isinstance(value, Statement) and "in_ids" in value.sql
+    ]  # fmt: skip
+    assert len(by_ids) >= 10
+    with migrated(tmp_path / "relay.db") as db:
         for name, statement in by_ids:
-            query = statement.sqlite
-            params = {key: "[1, 2]" if key == "ids" else 1 for key in re.findall(
-                r"(?<![:\w]):([A-Za-z_]\w*)", query.text)}  # fmt: skip
-            details = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + query.text, params)]
+            params = {key: [1, 2] if key == "ids" else 1 for key in re.findall(
+                r"(?<![:\w]):([A-Za-z_]\w*)", statement.sqlite.text)}  # fmt: skip
+            details = plan(db, statement, params)
             by_state = [d for d in details if re.search(r"\((destination=\? AND )?state=\?\)", d)]
             assert not by_state, (name, details)
-    finally:
-        db.close()

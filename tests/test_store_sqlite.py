@@ -16,6 +16,7 @@ from relay.errors import StoreLocked, StoreUnavailable
 from relay.store import schema, store_for
 from relay.store.base import Incoming
 from relay.store.sqlite import SQLiteStore
+from tests.plans import migrated, plan
 
 T0 = 1_700_000_000.0
 
@@ -224,23 +225,13 @@ async def test_a_version_1_file_is_upgraded_and_never_reuses_its_pruned_ids(
     assert schema_of(path) == schema_of(fresh)  # upgraded == created by this version
 
 
-async def test_prunes_read_only_what_expired(tmp_path: Path) -> None:
+def test_prunes_read_only_what_expired(tmp_path: Path) -> None:
     """Migration 8: the prune statements find expired events and marks through an index of
     their time, not by reading every row on file (seconds for a few hundred thousand, on
     the thread ingest commits on)."""
-    store = SQLiteStore(tmp_path / "relay.db")
-    await store.open()
-    try:
+    with migrated(tmp_path / "relay.db") as db:
         for statement, index in ((schema.PRUNE_SEEN, "seen_at"),
                                  (schema.PRUNE_EVENTS, "events_received")):  # fmt: skip
-            query = statement.sqlite
-            plan = await store._call(
-                lambda db, q=query: db.execute(
-                    "EXPLAIN QUERY PLAN " + q.text, q.bind({"before": T0, "chunk": 500})
-                ).fetchall()
-            )
-            details = [row[3] for row in plan]
+            details = plan(db, statement, {"before": T0, "chunk": 500})
             assert any(f"INDEX {index}" in detail for detail in details), details
             assert not [d for d in details if d.startswith("SCAN")], details
-    finally:
-        await store.close()
