@@ -365,6 +365,18 @@ def heads_machine(make_store: Callable[[], Store]) -> type[RuleBasedStateMachine
             known = sorted((r.key, r.state) for r in self.model.rows if r.key in self.ids)
             assert states == known
 
+        @invariant()
+        def backlog_counts_the_pending_rows(self) -> None:
+            # /metrics and the console read it from heads (schema.BACKLOG), not from the rows.
+            backlog = run(self.loop, self.store.backlog())
+            expected = {
+                destination: (len(rows), min(r.received_at for r in rows))
+                for destination in DESTINATIONS
+                if (rows := self.model.pending(destination))
+            }
+            assert {b.destination: (b.pending, b.oldest_created_at) for b in backlog} == expected
+            assert [b.destination for b in backlog] == sorted(expected)
+
     return HeadsMachine
 
 
@@ -749,3 +761,18 @@ def test_sqlite_statements_that_name_their_rows_by_id_look_them_up_by_id(tmp_pat
             details = plan(db, statement, params)
             by_state = [d for d in details if re.search(r"\((destination=\? AND )?state=\?\)", d)]
             assert not by_state, (name, details)
+
+
+def test_sqlite_backlog_reads_heads_and_counts_in_an_index(tmp_path: Path) -> None:
+    """Every /metrics scrape and console lanes page reads the backlog: it finds the
+    destinations in heads and counts each one's pending rows in an index that holds the
+    answer, without reading the rows (a look at every pending row took 0.13 s with 100 000
+    pending, on the thread ingest commits on)."""
+    with migrated(tmp_path / "relay.db") as db:
+        details = plan(db, schema.BACKLOG, {})
+        assert any("SCAN heads USING COVERING INDEX" in d for d in details), details
+        counts = [d for d in details if "deliveries_destination_event" in d]
+        assert counts and all("COVERING INDEX" in d for d in counts), details
+        lookups = [d for d in details if d.startswith(("SEARCH d", "SCAN d"))]
+        assert all("COVERING INDEX" in d or "PRIMARY KEY" in d for d in lookups), details
+        assert not [d for d in details if d.startswith("SCAN deliveries")], details

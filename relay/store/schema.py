@@ -475,10 +475,20 @@ BURY_DESTINATION = Statement(
     """
 )
 
+# Read by every /metrics scrape and the console's lanes: it must not read the pending rows
+# themselves (a look at each took 0.13 s with 100 000 pending and 0.9 s with 1 000 000 on
+# SQLite, on the thread ingest commits on). The destinations with pending rows are those
+# with heads; each one's count is a range of an index that holds the answer (no row is
+# read); its oldest pending row is its lowest pending id, the lowest of its heads' (each
+# head is its conversation's lowest), as ids ascend with arrival.
 BACKLOG = Statement(
     """
-    SELECT destination, count(*), min(created_at) FROM deliveries
-    WHERE state = 'pending' GROUP BY destination ORDER BY destination
+    SELECT h.destination,
+        (SELECT count(*) FROM deliveries AS d
+         WHERE d.destination = h.destination AND d.state = 'pending'),
+        (SELECT d.created_at FROM deliveries AS d WHERE d.id = h.oldest)
+    FROM (SELECT destination, min(delivery_id) AS oldest FROM heads GROUP BY destination) AS h
+    ORDER BY h.destination
     """,
     rows=True,
 )
