@@ -4,9 +4,11 @@ tests/test_store.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from relay.errors import StoreLocked, StoreUnavailable
 from relay.store import schema, store_for
 from relay.store.base import Incoming
+from relay.store.sql import Statement
 from relay.store.sqlite import SQLiteStore
 from tests.plans import migrated, plan
 
@@ -123,6 +126,43 @@ async def test_check_writable_fails_when_the_file_is_read_only_and_recovers(
     await store.ping()
     await pragma(store, "query_only = OFF")
     await store.check_writable()
+
+
+# --- reads beside the writer ---------------------------------------------------------------
+
+
+async def test_a_long_read_holds_up_neither_ingest_nor_a_lane(store: SQLiteStore) -> None:
+    """A scrape or a console page over a long backlog reads on a connection and thread of
+    its own: while one is under way, events are stored and outcomes recorded. A read begun
+    after a write returned sees it."""
+    entered, release = threading.Event(), threading.Event()
+
+    def held() -> int:
+        entered.set()
+        release.wait(60)  # bounded: a store that waits for the read fails below, not hangs
+        return 1
+
+    assert store._rdb is not None
+    store._rdb.create_function("held", 0, held)
+    reading = asyncio.ensure_future(store._read(Statement("SELECT held()", rows=True)))
+    await asyncio.get_running_loop().run_in_executor(None, entered.wait, 60)
+    try:
+        accepted = await asyncio.wait_for(store.accept(incoming(b"during the read")), 30)
+        (row,) = await asyncio.wait_for(store.claim("a", T0 + 1, 1, 5.0, "A"), 30)
+        await asyncio.wait_for(store.mark_sent([row.id], T0 + 1), 30)
+    finally:
+        release.set()
+    assert await reading == [(1,)]
+    assert row.event_id == accepted.event_id and not accepted.duplicate
+    assert await store.backlog() == []  # the outcome, written before this read began
+
+
+async def test_reads_are_refused_with_the_path_once_the_store_is_closed(tmp_path: Path) -> None:
+    engine = SQLiteStore(tmp_path / "relay.db")
+    await engine.open()
+    await engine.close()
+    with pytest.raises(StoreUnavailable, match="not open"):
+        await engine.backlog()
 
 
 # --- files written by earlier versions ------------------------------------------------------

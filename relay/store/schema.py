@@ -225,7 +225,7 @@ id, event_id, destination, conversation, attempts, progress, created_at, retry_f
 (SELECT body FROM events WHERE events.id = deliveries.event_id)
 """
 
-# SQLite's claim (relay/store/sqlite.py), three statements on the store's one thread: the due
+# SQLite's claim (relay/store/sqlite.py), three statements on the store's writing thread: the due
 # heads, soonest due first (the index order: no sort however many are due) ...
 CLAIM_HEADS = Statement(
     f"""

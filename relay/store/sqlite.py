@@ -1,10 +1,14 @@
 """The embedded store: one SQLite file in WAL mode, for a single relay instance.
 
-Every statement runs on one dedicated thread that owns the connection, so the event loop
-never blocks on disk. Ingest uses group commit (relay/store/commit.py): one transaction,
-one fsync, for a burst of concurrent requests. `synchronous=FULL` makes a commit durable
-across power loss, not only process crashes. The statements it shares with PostgreSQL are
-in relay/store/schema.py; what is SQLite's own:
+Every write runs on one dedicated thread that owns the writing connection, so the event
+loop never blocks on disk. Reads that stand alone (a lane's next due time, /metrics, the
+console, `relay dead list`) run on a second thread with a read-only connection of their
+own: in WAL mode a reader neither waits for the writer nor holds it up, so a scrape or a
+console page over a long backlog never delays a commit that ingest is waiting for, and a
+read begun after a write returned sees it. Ingest uses group commit (relay/store/commit.py):
+one transaction, one fsync, for a burst of concurrent requests. `synchronous=FULL` makes a
+commit durable across power loss, not only process crashes. The statements it shares with
+PostgreSQL are in relay/store/schema.py; what is SQLite's own:
 
 - One relay serves a file: `exclusive=True` (`relay serve`) holds relay/store/lock.py's
   lock until close; the CLI's `relay dead ...` opens without it, next to a serving relay.
@@ -57,6 +61,8 @@ class SQLiteStore(ConsoleViews, SharedStore):
         self._lock = ServeLock(self.path) if exclusive else None
         self._thread: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
+        self._reader: ThreadPoolExecutor | None = None  # standalone reads (see the docstring)
+        self._rdb: sqlite3.Connection | None = None
         self._commit: GroupCommit | None = None
 
     def __repr__(self) -> str:
@@ -75,16 +81,28 @@ class SQLiteStore(ConsoleViews, SharedStore):
             self._thread = None
             thread.shutdown(wait=False)
             raise
+        # After the writer's migrations: the reader opens the file as it now is.
+        reader = self._reader = ThreadPoolExecutor(1, thread_name_prefix="relay-sqlite-read")
+        try:
+            await asyncio.get_running_loop().run_in_executor(reader, self._connect_reader)
+        except BaseException:
+            await self.close()
+            raise
         self._commit = GroupCommit(self._write_batch, name="relay-sqlite-writer")
         self._commit.start()
 
     async def close(self) -> None:
         if self._commit is not None:
             await self._commit.close()  # stays, closed: a late accept() hears "closed"
+        loop = asyncio.get_running_loop()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await loop.run_in_executor(reader, self._disconnect_reader)
+            reader.shutdown(wait=True)
         thread, self._thread = self._thread, None
         if thread is None:
             return
-        await asyncio.get_running_loop().run_in_executor(thread, self._disconnect)
+        await loop.run_in_executor(thread, self._disconnect)
         thread.shutdown(wait=True)
 
     def _connect(self) -> None:
@@ -110,6 +128,24 @@ class SQLiteStore(ConsoleViews, SharedStore):
             self._release_lock()
             raise
         self._db = db
+
+    def _connect_reader(self) -> None:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            try:
+                db.execute("PRAGMA busy_timeout = 5000")
+                db.execute("PRAGMA query_only = ON")
+            except BaseException:
+                db.close()
+                raise
+        except sqlite3.Error as error:
+            raise self._unavailable(error) from error
+        self._rdb = db
+
+    def _disconnect_reader(self) -> None:
+        db, self._rdb = self._rdb, None
+        if db is not None:
+            db.close()
 
     def _disconnect(self) -> None:
         db, self._db = self._db, None
@@ -152,8 +188,21 @@ class SQLiteStore(ConsoleViews, SharedStore):
     # --- the shared statements' primitives ----------------------------------------------------
 
     async def _read(self, statement: Statement, **params: Any) -> list[Sequence[Any]]:
+        """A statement that stands alone, on the reader's thread and connection."""
+        if self._reader is None:
+            raise StoreUnavailable(f"{self.path}: the store is not open")
         query = statement.sqlite
-        return await self._call(lambda db: db.execute(query.text, query.bind(params)).fetchall())
+        return await asyncio.get_running_loop().run_in_executor(
+            self._reader, self._guarded_read, query.text, query.bind(params)
+        )
+
+    def _guarded_read(self, text: str, params: Any) -> list[Sequence[Any]]:
+        if self._rdb is None:
+            raise StoreUnavailable(f"{self.path}: the store is closed")
+        try:
+            return self._rdb.execute(text, params).fetchall()
+        except sqlite3.Error as error:
+            raise self._unavailable(error) from error
 
     async def _write(self, *steps: Step) -> list[Any]:
         def write(db: sqlite3.Connection) -> list[Any]:
