@@ -117,6 +117,15 @@ def test_without_a_joiner_every_event_goes_alone() -> None:
 # --- the platforms' joiners, over any events ---------------------------------------------------
 
 MARK = "ev{:03d}x"  # a word that survives every renderer and splitter
+# The message fields of OneRoute's media (tests/data/oneroute/new-message-*.json), and
+# the Bot API method Telegram sends each with, alone.
+MEDIA = [("imageUrl", "jpg"), ("videoUrl", "mp4"), ("documentUrl", "pdf"), ("audioUrl", "ogg")]
+MEDIA_METHODS = {
+    "imageUrl": "sendPhoto",
+    "videoUrl": "sendVideo",
+    "documentUrl": "sendDocument",
+    "audioUrl": "sendAudio",
+}
 
 
 @st.composite
@@ -130,8 +139,9 @@ def event_lists(draw: st.DrawFn) -> list[dict[str, Any]]:
         )
         message: dict[str, Any] = {"sender": {"name": draw(st.sampled_from(["Ada", "Obi"]))},
                                    "content": content}
-        if draw(st.integers(0, 9)) == 0:
-            message["imageUrl"] = f"https://cdn.example.com/{index}.jpg"
+        if draw(st.integers(0, 9)) < 2:  # media Telegram sends as a photo, video, ...
+            field, extension = draw(st.sampled_from(MEDIA))
+            message[field] = f"https://cdn.example.com/{index}.{extension}"
         conversation = draw(st.sampled_from(["c1", "c2", "c3", None]))
         event: dict[str, Any] = {"event": "newMessage", "message": message}
         if conversation is not None:
@@ -232,7 +242,12 @@ def test_telegram_every_event_once_in_order_within_limits(
                 assert len(indexes) == 1  # media goes alone
         if threads:
             assert len({conversation_key(events[i]) for i in indexes}) == 1
-    check_marks(events, texts)
+        for index in indexes:  # an event with media is sent as such, on its own
+            media = [key for key in MEDIA_METHODS if key in events[index]["message"]]
+            if media:
+                assert indexes == [index]
+                assert calls[0].method == MEDIA_METHODS[media[0]]
+    check_marks(events, texts)  # each in its place: in order within its conversation
 
 
 def test_many_short_events_need_few_messages() -> None:

@@ -544,6 +544,72 @@ async def test_coalesce_false_sends_each_event_on_its_own(
     assert [numbers([m.text or ""], "s") for m in fake_slack.messages] == [[n] for n in range(5)]
 
 
+class ClaimGate:
+    """Holds the lane's claims until the test opens it, so that every event posted meanwhile
+    is due at the lane's next claim, however fast or slow the machine is."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.waiting = 0  # claims held so far
+        self._open = asyncio.Event()
+        self._claim = relay.store.claim
+        relay.store.claim = self.claim  # type: ignore[method-assign]
+
+    async def claim(self, *args: Any, **options: Any) -> Any:
+        self.waiting += 1
+        await self._open.wait()
+        return await self._claim(*args, **options)
+
+    def open(self) -> None:
+        self._open.set()
+
+
+async def gated(harness: Harness) -> ClaimGate:
+    """A gate on the lane's claims, with the lane waiting at it: nothing is claimed before
+    the test opens it."""
+    gate = ClaimGate(harness.relay)
+    harness.relay.lanes["dest"].wake()
+    await until(lambda: gate.waiting)
+    return gate
+
+
+async def test_a_console_destination_coalesces_by_default(
+    make_relay: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    harness = await make_relay("""
+    dest: {type: console}
+    """)
+    gate = await gated(harness)
+    for body in [event("k", 0), event("j", 0), event("k", 1), event("k", 2)]:
+        assert await harness.post(body) == 200
+    gate.open()
+    metrics = harness.relay.metrics
+    sent = {"destination": "dest", "outcome": "sent", "reason": ""}
+    await until(lambda: metrics.sample("relay_deliveries_total", **sent) == 4)
+    printed = capsys.readouterr().out
+    assert printed.count("── dest ──") == 1  # one message carried the four events
+    assert metrics.sample("relay_messages_sent_total", destination="dest") == 1
+    slack, telegram = printed.split("├ Telegram")
+    assert "┌ Slack · 1 message\n" in slack and telegram.startswith(" · 1 call\n")
+    for shown in (slack, telegram):  # in order, each its own
+        assert numbers([shown], "k") == [0, 1, 2] and numbers([shown], "j") == [0]
+        assert shown.index("k-msg-0") < shown.index("j-msg-0") < shown.index("k-msg-1")
+
+
+async def test_coalesce_false_on_telegram_sends_each_event_on_its_own(
+    make_relay: Any, fake_telegram: FakeTelegram
+) -> None:
+    options = "max_per_second: 100\n      coalesce: false"
+    harness = await make_relay(telegram_destination(fake_telegram, options))
+    gate = await gated(harness)
+    for n in range(5):
+        assert await harness.post(event("s", n)) == 200
+    gate.open()  # all five due at once: still one message each
+    sent = {"destination": "dest", "outcome": "sent", "reason": ""}
+    await until(lambda: harness.relay.metrics.sample("relay_deliveries_total", **sent) == 5)
+    texts = [m.text or "" for m in fake_telegram.messages]
+    assert [numbers([text], "s") for text in texts] == [[n] for n in range(5)]
+
+
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
 async def test_a_failed_coalesced_message_fails_for_all_its_events_together(
     make_relay: Any, fake_slack: FakeSlack, engine: str, request: pytest.FixtureRequest

@@ -52,15 +52,21 @@ class ScriptedCourier:
 
 
 class Clock:
-    """Wall clock for the lane and the store, and clock and sleep for its pacer."""
+    """Wall clock for the lane and the store, and clock and sleep for its pacer. The pacer's
+    sleeps are recorded; while `hold` is clear, a sleep waits for the test to set it."""
 
     def __init__(self) -> None:
         self.now = T0
+        self.sleeps: list[float] = []
+        self.hold = asyncio.Event()
+        self.hold.set()
 
     def __call__(self) -> float:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await self.hold.wait()
         self.now += seconds
 
 
@@ -249,3 +255,88 @@ async def test_stop_gives_back_rows_not_attempted(store: SQLiteStore) -> None:
     # What was claimed but not attempted is claimable again by the same owner at once.
     rows = await store.claim("d", time.time(), 10, 60, "me")
     assert len(rows) == 5 - sent
+
+
+# --- keeping up with a busy line: the lane's part in coalescing -------------------------------
+
+
+class Bars:
+    """Joins the ScriptedCourier's messages with "|"; nothing goes alone, nothing is too big."""
+
+    def alone(self, message: str) -> bool:
+        return False
+
+    def join(self, messages: Sequence[str]) -> str:
+        return "|".join(messages)
+
+
+class Waits:
+    """The lane's idle waits: each is recorded and lasts until the lane is woken (never
+    until its time is up), so a lane that waits for a poll before sending stays waiting."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    async def __call__(self, wake: asyncio.Event, seconds: float) -> None:
+        self.seconds.append(seconds)
+        await wake.wait()
+
+
+def coalescing_lane(
+    store: SQLiteStore, clock: Clock, waits: Waits
+) -> tuple[Lane, ScriptedCourier]:
+    """A lane paced at one message a second on the fake clock, whose courier coalesces."""
+    courier = ScriptedCourier(limits=(Limit("chan", 1.0),), joiner=Bars())
+    lane = Lane("d", courier, store, Pacer(clock, clock.sleep), LaneSettings(owner="me"),
+                clock=clock, rng=lambda: 0.5, wait=waits)
+    return lane, courier
+
+
+async def test_an_idle_coalescing_lane_sends_a_due_event_at_once_alone(
+    store: SQLiteStore,
+) -> None:
+    clock, waits = Clock(), Waits()
+    lane, courier = coalescing_lane(store, clock, waits)
+    lane.start()
+    await until(lambda: waits.seconds == [1.0])  # nothing due: the lane waits for a poll
+    await put(store, "a", at=clock.now)
+    lane.wake()  # as ingest does
+    await until(lambda: len(waits.seconds) == 2)  # idle again
+    assert courier.sent == [("a#0", None)]  # sent before the lane waited at all
+    # Later, with the pacer's slot long free, the next event is also sent at once, alone.
+    clock.now += 10.0
+    await put(store, "b", conversation="c2", at=clock.now)
+    lane.wake()
+    await until(lambda: len(waits.seconds) == 3)
+    await lane.stop()
+    assert courier.sent == [("a#0", None), ("b#0", None)]
+    assert clock.sleeps == []  # the pacer never made the lane wait
+    assert waits.seconds == [1.0, 1.0, 1.0]  # only idle polls, each after a send
+
+
+async def test_events_due_while_the_pacer_waits_join_the_next_message_in_order(
+    store: SQLiteStore,
+) -> None:
+    clock, waits = Clock(), Waits()
+    lane, courier = coalescing_lane(store, clock, waits)
+    lane.start()
+    await until(lambda: waits.seconds == [1.0])
+    await put(store, "a", at=clock.now)
+    lane.wake()
+    await until(lambda: len(waits.seconds) == 2)
+    assert courier.sent == [("a#0", None)]  # alone, at once: the pacer's next slot is in 1 s
+    clock.hold.clear()  # the pacer's sleep lasts until the test ends it
+    await put(store, "b", at=clock.now)
+    lane.wake()
+    await until(lambda: clock.sleeps == [1.0])  # b was claimed, and must wait for its slot
+    # Meanwhile b is given back (claimable again) and more events arrive.
+    assert await store.next_due("d", "me") == T0
+    await put(store, "c", conversation="c2", at=clock.now)
+    await put(store, "d", at=clock.now)
+    clock.hold.set()
+    await until(lambda: len(waits.seconds) == 3)
+    await lane.stop()
+    # Claimed again once the slot came: one message carries them, oldest first.
+    assert courier.sent == [("a#0", None), ("b#0|c#0|d#0", None)]
+    assert clock.sleeps == [1.0]
+    assert await store.backlog() == []
