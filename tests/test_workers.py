@@ -93,6 +93,12 @@ async def start_relay(
     return relay
 
 
+def socket_directory(worker: int) -> Path:
+    """The relay's private directory of its own app's socket, as a worker was told it."""
+    arguments = Path(f"/proc/{worker}/cmdline").read_bytes().split(b"\0")
+    return Path(os.fsdecode(arguments[arguments.index(b"--relay-socket") + 1])).parent
+
+
 def worker_pids(relay: RelayProcess) -> list[int]:
     """The relay's live ingest worker processes (its children running relay.ingest.worker)."""
     assert relay.process is not None
@@ -231,8 +237,12 @@ async def test_workers_exit_when_the_relay_process_is_killed(
 ) -> None:
     relay = await start_relay(tmp_path, fake_slack, processes, f"sqlite:///{tmp_path}/relay.db")
     workers = worker_pids(relay)
+    private = socket_directory(workers[0])
+    assert private.is_dir()
     await relay.kill()
     await until(lambda: not any(alive(pid) for pid in workers), within=10)
+    # The killed relay could not remove its private socket directory: its workers did.
+    assert not private.exists()
     # The port is free again: a new relay (without workers) takes it.
     restarted = RelayProcess(relay.config, relay.port, SECRET)
     processes.append(restarted)

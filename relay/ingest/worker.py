@@ -256,7 +256,26 @@ async def run(options: argparse.Namespace) -> int:
     counts.flush()
     await to_relay.close()
     worker.channel.close()
+    if worker.gone:
+        _remove_if_abandoned(options.relay_socket)
     return 0
+
+
+def _remove_if_abandoned(path: str) -> None:
+    """The relay's process is gone without closing its channel: killed (SIGKILL, the OOM
+    killer), it could not remove its private directory, which would stay in /tmp. When
+    nothing listens on its socket any more, remove the socket and the directory."""
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        probe.connect(path)  # a relay that still serves its app: nothing to clean up
+    except ConnectionRefusedError:
+        with contextlib.suppress(OSError):  # another worker may have done it first
+            os.unlink(path)
+            os.rmdir(os.path.dirname(path))
+    except OSError:
+        pass  # gone already, or not ours to judge
+    finally:
+        probe.close()
 
 
 def main(argv: list[str] | None = None) -> int:
