@@ -89,7 +89,11 @@ async def start_relay(
     relay = RelayProcess(write_config(tmp_path, slack, port, storage, **kw), port, SECRET)
     processes.append(relay)
     await relay.start()
-    await until(lambda: len(worker_pids(relay)) == kw.get("workers", 2))
+    workers = kw.get("workers", 2)
+    if workers:  # every worker started and heard from (a slow one may still be importing)
+        started = f"{workers} ingest workers answer webhooks"
+        await until(lambda: started in relay.output(), within=30)
+    await until(lambda: len(worker_pids(relay)) == workers)
     return relay
 
 
@@ -187,14 +191,17 @@ async def test_a_killed_worker_is_started_again_and_nothing_answered_200_is_lost
     accepted: list[bytes] = []
 
     async def keep_posting() -> None:
+        loop = asyncio.get_running_loop()
         for n in range(60):
             body = numbered_event("k", n)
+            give_up = loop.time() + 60  # a relay that is gone fails the test, not hangs it
             while True:  # as OneRoute does: a request that got no answer is sent again
                 with contextlib.suppress(aiohttp.ClientError):
                     status, _ = await post(relay, body)
                     if status == 200:
                         accepted.append(body)
                         break
+                assert loop.time() < give_up, f"event {n} was never accepted:\n{relay.output()}"
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.01)
 
