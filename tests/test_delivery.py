@@ -473,11 +473,13 @@ def marks(texts: list[str], conversations: str) -> dict[str, list[int]]:
     return {c: numbers(texts, c) for c in conversations}
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
 async def test_a_burst_to_a_telegram_group_goes_out_in_a_few_messages_within_its_limit(
-    make_relay: Any, fake_telegram: FakeTelegram
+    make_relay: Any, fake_telegram: FakeTelegram, engine: str, request: pytest.FixtureRequest
 ) -> None:
     fake_telegram.enforce_rate_limits()  # 20 a minute in a group: one message every 3 s
-    harness = await make_relay(telegram_destination(fake_telegram, extra=""))
+    storage = request.getfixturevalue("pg_url") if engine == "postgresql" else None
+    harness = await make_relay(telegram_destination(fake_telegram, extra=""), storage=storage)
     posts = [harness.post(event(c, n)) for n in range(10) for c in "abcd"]
     assert await asyncio.gather(*posts) == [200] * 40
     texts = lambda: [m.text for m in fake_telegram.messages]  # noqa: E731
@@ -533,6 +535,35 @@ async def test_with_threads_a_message_holds_one_conversation_in_its_thread(
         if mine["p"]:
             assert message.thread_ts == parent.ts
     assert len(fake_slack.messages) <= 4
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+async def test_with_telegram_reply_chains_a_message_holds_one_conversation(
+    make_relay: Any, fake_telegram: FakeTelegram, engine: str, request: pytest.FixtureRequest
+) -> None:
+    fake_telegram.enforce_rate_limits()
+    storage = request.getfixturevalue("pg_url") if engine == "postgresql" else None
+    harness = await make_relay(
+        telegram_destination(fake_telegram, "thread_by_conversation: true"), storage=storage
+    )
+    assert await harness.post(event("p", 0)) == 200  # sent at once: what p's replies answer
+    await until(lambda: len(fake_telegram.messages) == 1)
+    gate = await gated(harness)  # all eight due at once: they could share one message
+    posts = [harness.post(event(c, n)) for n in range(1, 5) for c in "pq"]
+    assert await asyncio.gather(*posts) == [200] * 8
+    gate.open()
+    texts = lambda: [m.text or "" for m in fake_telegram.messages]  # noqa: E731
+    await until(lambda: sum(map(len, marks(texts(), "pq").values())) >= 9, within=15)
+    assert marks(texts(), "pq") == {"p": list(range(5)), "q": list(range(1, 5))}
+    parent, *rest = fake_telegram.messages
+    assert parent.reply_to is None
+    for message in rest:
+        mine = marks([message.text or ""], "pq")
+        assert not (mine["p"] and mine["q"]), message.text  # one conversation a message
+        # p's go in its reply chain; q's first message starts one of its own.
+        assert message.reply_to == (parent.message_id if mine["p"] else None)
+    assert len(fake_telegram.messages) == 3  # p's four in one reply, q's four in one message
+    assert fake_telegram.count(429) == 0
 
 
 async def test_coalesce_false_sends_each_event_on_its_own(
@@ -635,14 +666,20 @@ async def test_a_failed_coalesced_message_fails_for_all_its_events_together(
     assert marks(texts(), "fg") == {"f": [0, 1, 2], "g": [1, 2]}
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
 async def test_a_retried_coalesced_message_retries_all_its_events_together(
-    make_relay: Any, fake_telegram: FakeTelegram
+    make_relay: Any, fake_telegram: FakeTelegram, engine: str, request: pytest.FixtureRequest
 ) -> None:
-    harness = await make_relay(telegram_destination(fake_telegram, "max_per_second: 1"))
+    storage = request.getfixturevalue("pg_url") if engine == "postgresql" else None
+    harness = await make_relay(
+        telegram_destination(fake_telegram, "max_per_second: 1"), storage=storage
+    )
     assert await harness.post(event("r", 0)) == 200
     await until(lambda: len(fake_telegram.messages) == 1)
     fake_telegram.faults.fail_next(1, status=502)
+    gate = await gated(harness)  # the three are due together, however slow the posting
     assert await asyncio.gather(*(harness.post(event("r", n)) for n in range(1, 4))) == [200] * 3
+    gate.open()
     texts = lambda: [m.text or "" for m in fake_telegram.messages]  # noqa: E731
     await until(lambda: len(numbers(texts(), "r")) >= 4, within=15)
     assert numbers(texts(), "r") == [0, 1, 2, 3]
@@ -651,16 +688,22 @@ async def test_a_retried_coalesced_message_retries_all_its_events_together(
     assert len(fake_telegram.messages) == 2  # the three came back together
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
 async def test_telegram_media_goes_alone_in_its_place(
-    make_relay: Any, fake_telegram: FakeTelegram
+    make_relay: Any, fake_telegram: FakeTelegram, engine: str, request: pytest.FixtureRequest
 ) -> None:
-    harness = await make_relay(telegram_destination(fake_telegram, "max_per_second: 1"))
+    storage = request.getfixturevalue("pg_url") if engine == "postgresql" else None
+    harness = await make_relay(
+        telegram_destination(fake_telegram, "max_per_second: 1"), storage=storage
+    )
     assert await harness.post(event("m", 0)) == 200
     await until(lambda: len(fake_telegram.messages) == 1)
     photo = {"imageUrl": "https://cdn.example.com/p.jpg", "contentType": "IMAGE"}
     bodies = [event("m", 1), event("m", 2, **photo), event("m", 3), event("n", 1)]
+    gate = await gated(harness)  # all four due at once, however slow the posting
     for body in bodies:  # in this order: the photo is the second of m's three
         assert await harness.post(body) == 200
+    gate.open()
     await until(lambda: len(numbers([m.text or "" for m in fake_telegram.messages], "m")) >= 4,
                 within=15)
     methods = [m.method.lower() for m in fake_telegram.messages]

@@ -24,16 +24,24 @@ SECRET = "process-test-secret"
 
 
 def write_config(
-    tmp_path: Path, slack: FakeSlack, port: int, rate: float, coalesce: bool = False
+    tmp_path: Path,
+    slack: FakeSlack,
+    port: int,
+    rate: float,
+    coalesce: bool = False,
+    storage: str | None = None,
 ) -> Path:
-    """One Slack destination; one message per event unless `coalesce`."""
+    """One Slack destination; one message per event unless `coalesce`. The store is SQLite
+    in tmp_path, or `storage` (the `storage` fixture's URL: SQLite or PostgreSQL)."""
+    # PostgreSQL: a killed relay's lanes are free again soon (SQLite holds no lane leases).
+    delivery = "delivery: {lane_lease: 3s}\n" if storage else ""
     config = tmp_path / "relay.yaml"
     config.write_text(
         f"""
 server: {{host: 127.0.0.1, port: {port}}}
 oneroute: {{secrets: ["{SECRET}"]}}
-storage: sqlite:///{tmp_path}/relay.db
-destinations:
+storage: {storage or f"sqlite:///{tmp_path}/relay.db"}
+{delivery}destinations:
   dest:
     type: slack
     token: {fake_slack_module.BOT_TOKEN}
@@ -54,10 +62,12 @@ async def start_relay(
     processes: list[RelayProcess],
     rate: float,
     coalesce: bool = False,
+    storage: str | None = None,
 ) -> RelayProcess:
     """A relay process delivering to `slack`, started; stopped by the `processes` fixture."""
     port = free_port()
-    relay = RelayProcess(write_config(tmp_path, slack, port, rate, coalesce), port, SECRET)
+    config = write_config(tmp_path, slack, port, rate, coalesce, storage)
+    relay = RelayProcess(config, port, SECRET)
     processes.append(relay)
     await relay.start()
     return relay
@@ -197,16 +207,20 @@ async def test_a_second_relay_on_the_same_sqlite_file_refuses_to_start_with_one_
 
 
 async def test_kill_9_in_the_middle_of_a_coalesced_send_sends_it_again(
-    tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess]
+    tmp_path: Path, fake_slack: FakeSlack, processes: list[RelayProcess], storage: str
 ) -> None:
-    relay = await start_relay(tmp_path, fake_slack, processes, rate=1, coalesce=True)
+    # A message every 4 s: the ten events below, posted one by one, are all stored before
+    # the next message may go (even on a loaded machine), so it carries all ten.
+    relay = await start_relay(
+        tmp_path, fake_slack, processes, rate=0.25, coalesce=True, storage=storage
+    )
     assert await relay.post(numbered_event("k", 0)) == 200  # alone, at once
     await until(lambda: len(fake_slack.messages) == 1)
     fake_slack.faults.delay_next(1, seconds=5)  # the next message hangs, then lands anyway
     for n in range(1, 6):
         for conversation in "kj":
             assert await relay.post(numbered_event(conversation, n)) == 200
-    # Past the pacer's second the coalesced send goes out; the fake taking the delay means
+    # When the pacer allows it the coalesced send goes out; the fake taking the delay means
     # it is in flight (waited for, not slept for: a loaded machine may be slower).
     await until(lambda: fake_slack.faults.scripted == 0, within=15)
     await relay.kill()
