@@ -475,11 +475,11 @@ BURY_DESTINATION = Statement(
     """
 )
 
-# Read by every /metrics scrape and the console's lanes: it must not read the pending rows
-# themselves (a look at each took 0.13 s with 100 000 pending and 0.9 s with 1 000 000 on
-# SQLite, on the thread ingest commits on). The destinations with pending rows are those
-# with heads; each one's count is a range of an index that holds the answer (no row is
-# read); its oldest pending row is its lowest pending id, the lowest of its heads' (each
+# Read by every /metrics scrape and the console's lanes, so it must not read the pending
+# rows themselves (a look at each took 0.13 s with 100 000 pending and 0.9 s with 1 000 000
+# on SQLite). The destinations with pending rows are those with heads; each one's count is
+# a range of an index that holds the answer (still a count, but of index entries: 12 ms and
+# 0.18 s); its oldest pending row is its lowest pending id, the lowest of its heads' (each
 # head is its conversation's lowest), as ids ascend with arrival.
 BACKLOG = Statement(
     """
