@@ -26,6 +26,7 @@ from aiohttp import web
 
 from relay.config.load import load_config
 from relay.errors import ConfigError, StoreUnavailable
+from relay.ingest import worker as worker_module
 from relay.ingest import workers as workers_module
 from relay.ingest.ipc import MAX_MESSAGE, Channel, Message
 from relay.ingest.signature import sign
@@ -428,3 +429,24 @@ async def test_a_stopped_worker_is_killed_and_started_again(
         assert workers.metrics.ingest_worker_restarts._value.get() == 1
     finally:
         await workers.close()
+
+
+def test_a_worker_removes_the_socket_directory_only_when_nobody_serves_it(
+    tmp_path: Path,
+) -> None:
+    """A worker whose relay is gone removes the relay's private directory, but not while a
+    relay still listens on its socket (a channel can close for other reasons)."""
+    private = tmp_path / "relay-private"
+    private.mkdir()
+    path = private / "relay.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen()
+    try:
+        worker_module._remove_if_abandoned(str(path))
+        assert path.exists()  # served: kept
+    finally:
+        server.close()  # as a killed relay leaves it: the file, and nobody listening
+    worker_module._remove_if_abandoned(str(path))
+    assert not private.exists()
+    worker_module._remove_if_abandoned(str(path))  # gone already: nothing to do, no error
