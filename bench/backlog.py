@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import subprocess
@@ -55,6 +56,7 @@ ACCEPT_RATE = 200.0  # accepts per second while draining
 PACED_LANE = 10.0  # messages per second of a paced lane (ten Slack channels' worth)
 SCRAPE_EVERY = 1.0  # seconds between /metrics-like reads of the backlog (Prometheus: 15-60)
 MESSAGE_EVENTS = 25  # events a lane's message carries in the ingest measurement
+LANE_BEHIND = 96  # relay/lanes.py LaneSettings.behind
 ROUNDS = 5
 TARGET_RATIO, TARGET_P99_MS = 0.8, 25.0
 FILL_BATCH = 2_000
@@ -138,13 +140,18 @@ async def worker(engine: str, seconds: float, backlogs: list[int]) -> dict[str, 
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), SCRAPE_EVERY)
 
+        # As the relay's lanes claim: 16 heads, 32 rows of each conversation, and (since
+        # the store takes it) at most LANE_BEHIND rows behind heads in all.
+        capped = "behind" in inspect.signature(store.claim).parameters
+        shape = {"run": 32, **({"behind": LANE_BEHIND} if capped else {})}
+
         async def lane() -> None:
             nonlocal drained
             started, messages = time.perf_counter(), 0
             while not stop.is_set():
                 # As a lane with a Slack-sized message: what it carries is sent, the rest
                 # given back (the backlog stays near its size while it is measured).
-                rows = await store.claim("console", NOW, 16, LEASE, OWNER, run=32)
+                rows = await store.claim("console", NOW, 16, LEASE, OWNER, **shape)
                 carried, rest = rows[:MESSAGE_EVENTS], rows[MESSAGE_EVENTS:]
                 if carried:
                     await store.mark_sent([row.id for row in carried], NOW)

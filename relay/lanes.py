@@ -66,6 +66,10 @@ class LaneSettings:
     give_up_after: float = 24 * 3600.0
     claim_limit: int = 16  # heads of conversations claimed at once, to coalesce across them
     run: int = 32  # rows of one conversation claimed behind its head, to coalesce
+    # Rows behind heads claimed at once, in all: about the most one message holds (Slack's
+    # 50 blocks, Telegram's 4096 characters), not `run` behind each of `claim_limit` heads
+    # (512 rows read, leased and mostly given back for a message of a few dozen events).
+    behind: int = 96
     lease: float = 120.0  # a claimed row's lease; the lane lock is what makes claims exclusive
     poll: float = 1.0  # look for rows written by others (another instance, `dead retry`)
     lane_ttl: float = 15.0  # how long a lane lock outlives its holder (delivery.lane_lease)
@@ -225,6 +229,7 @@ class Lane:
             self.settings.lease,
             self.settings.owner,
             run=self.settings.run if coalescing else 1,
+            behind=self.settings.behind,
         )
 
     async def _hold_lane(self) -> bool:

@@ -104,21 +104,27 @@ class Model:
             firsts.setdefault(row.group, row)
         return list(firsts.values())
 
-    def claim(self, destination: str, now: float, limit: int, owner: str, run: int) -> list[Row]:
+    def claim(
+        self, destination: str, now: float, limit: int, owner: str, run: int, behind: int | None
+    ) -> list[Row]:
         due = [
             h
             for h in self.heads(destination)
             if h.next_at <= now
             and (h.lease_until is None or h.lease_until <= now or h.lease_owner != owner)
         ]
-        taken: list[Row] = []
+        heads: list[Row] = []
+        followers: list[Row] = []
         for head in sorted(due, key=lambda h: (h.next_at, h.seq))[:limit]:
-            taken.append(head)
-            behind = [r for r in self.pending(destination) if r.group == head.group]
-            for row in behind[1:run]:
+            heads.append(head)
+            run_of = [r for r in self.pending(destination) if r.group == head.group]
+            for row in run_of[1:run]:
                 if row.next_at > now:
                     break  # a row waiting for its retry keeps the later ones waiting
-                taken.append(row)
+                followers.append(row)
+        # Of the rows behind heads, only the oldest `behind` in all (a prefix of each run).
+        followers.sort(key=lambda r: r.seq)
+        taken = heads + (followers if behind is None else followers[:behind])
         for row in taken:
             row.lease_until, row.lease_owner = now + LEASE, owner
         return sorted(taken, key=lambda r: r.seq)
@@ -213,12 +219,14 @@ def heads_machine(make_store: Callable[[], Store]) -> type[RuleBasedStateMachine
             owner=st.sampled_from(OWNERS),
             limit=st.integers(1, 3),
             run_=st.integers(1, 4),
+            behind=st.sampled_from([None, 0, 1, 2, 5]),
         )
-        def claim(self, destination: str, owner: str, limit: int, run_: int) -> None:
-            claimed = run(
-                self.loop, self.store.claim(destination, self.now, limit, LEASE, owner, run_)
-            )
-            expected = self.model.claim(destination, self.now, limit, owner, run_)
+        def claim(
+            self, destination: str, owner: str, limit: int, run_: int, behind: int | None
+        ) -> None:
+            claimed = run(self.loop, self.store.claim(
+                destination, self.now, limit, LEASE, owner, run_, behind=behind))  # fmt: skip
+            expected = self.model.claim(destination, self.now, limit, owner, run_, behind)
             assert [(r.event_id, r.destination) for r in claimed] == [r.key for r in expected]
             for row in claimed:
                 self._learn((row.event_id, row.destination), row.id)
@@ -729,8 +737,8 @@ def test_sqlite_lane_statements_read_their_indexes_and_no_unused_index_is_kept(
             name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         }
         assert "deliveries_due" not in indexes
-        params = {"destination": "a", "now": T0, "owner": "A", "limit": 16, "run": 32,
-                  "lease_until": T0 + LEASE, "ids": [1, 2]}  # fmt: skip
+        params = {"destination": "a", "now": T0, "owner": "A", "limit": 16, "run": 31,
+                  "behind": 96, "lease_until": T0 + LEASE, "ids": [1, 2]}  # fmt: skip
         for statement, index in (
             (schema.CLAIM_HEADS, "heads_due"),
             (schema.CLAIM_RUNS, "deliveries_order"),

@@ -41,9 +41,10 @@ CONVERSATIONS = 200
 HISTORY = 4000  # events delivered already
 BACKLOG = 1500  # events still pending
 NOW = T0 + HISTORY + BACKLOG + 60.0  # every event has arrived: all rows due but the retried
-# What a lane claims (relay/lanes.py, store.claim's `run` is the rows behind each head): one
-# head at a time, or 16 heads and 31 rows behind each when coalescing.
-CLAIM_SHAPES = ({"limit": 1, "run": 0}, {"limit": 16, "run": 31})
+# What a lane claims (relay/lanes.py; the statement's `run` is the rows behind each head,
+# `behind` those in all): one head at a time, or when coalescing 16 heads, up to 31 rows
+# behind each and 96 in all.
+CLAIM_SHAPES = ({"limit": 1, "run": 0, "behind": 0}, {"limit": 16, "run": 31, "behind": 96})
 
 
 def _incoming(n: int) -> Incoming:

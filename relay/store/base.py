@@ -108,11 +108,19 @@ class LaneStore(Protocol):
         """Give the lane up (a clean stop), so another instance takes it at once."""
 
     async def claim(
-        self, destination: str, now: float, limit: int, lease: float, owner: str, run: int = 1
+        self,
+        destination: str,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str,
+        run: int = 1,
+        behind: int | None = None,
     ) -> list[Claimed]:
         """Lease up to `limit` due heads of conversations to `owner`, soonest due first, each
         with the due rows right behind it (`run` rows in all at most, stopping at one not
-        due); all of them in id order. Costs the same however many rows are pending."""
+        due), and of the rows behind heads only the `behind` oldest (None: no such cap); all
+        of them in id order. Costs the same however many rows are pending."""
 
     async def release(self, ids: Sequence[int]) -> None:
         """Give back claimed rows not attempted (shutdown): due again at once."""

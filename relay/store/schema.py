@@ -244,7 +244,9 @@ LEASE_HEADS = Statement(
 
 # ... then them and the rows behind them. Behind a head: the next `run` pending rows of its
 # conversation (an index range), of which only those due without a gap go with it: a row
-# waiting for its retry keeps the later ones waiting too, or they would overtake it.
+# waiting for its retry keeps the later ones waiting too, or they would overtake it. Of
+# those, the `behind` oldest in all (a prefix of each conversation's run): about what one
+# message holds, not `run` behind each of `limit` heads.
 CLAIM_RUNS = Statement(
     f"""
     UPDATE deliveries SET lease_until = :lease_until, lease_owner = :owner
@@ -258,7 +260,7 @@ CLAIM_RUNS = Statement(
                   AND d.state = 'pending' AND d.id > h.delivery_id
                 ORDER BY d.id LIMIT :run)
             WHERE h.delivery_id {{in_ids}} AND h.conversation IS NOT NULL)
-        WHERE due_at <= :now)
+        WHERE due_at <= :now ORDER BY id LIMIT :behind)
     RETURNING {_CLAIMED_COLUMNS}
     """,  # noqa: S608 - constant fragments, no input
     rows=True,
@@ -284,7 +286,7 @@ CLAIM = Statement(
                   AND d.state = 'pending' AND d.id > p.delivery_id
                 ORDER BY d.conversation, d.id LIMIT :run) AS n
         ) AS f
-        WHERE f.due_at <= :now
+        WHERE f.due_at <= :now ORDER BY f.id LIMIT :behind
     )
     UPDATE deliveries SET lease_until = :lease_until, lease_owner = :owner
     WHERE state = 'pending'

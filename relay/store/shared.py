@@ -62,22 +62,32 @@ class SharedStore(RepliesStore, ABC):
     # --- lanes --------------------------------------------------------------------------------
 
     async def claim(
-        self, destination: str, now: float, limit: int, lease: float, owner: str, run: int = 1
+        self,
+        destination: str,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str,
+        run: int = 1,
+        behind: int | None = None,
     ) -> list[Claimed]:
+        each = max(0, run - 1)  # rows behind each head
         rows = await self._claim(
             destination=destination,
             now=now,
             limit=limit,
             lease_until=now + lease,
             owner=owner,
-            run=max(0, run - 1),  # rows behind each head
+            run=each,
+            behind=limit * each if behind is None else max(0, behind),  # in all
         )
         return sorted((Claimed(*row) for row in rows), key=lambda row: row.id)
 
     @abstractmethod
     async def _claim(self, **params: Any) -> list[Sequence[Any]]:
         """Lease due heads (up to `limit`, soonest due first) and the due rows right behind
-        each (up to `run`) to `owner`, in one transaction; their rows (schema.CLAIM)."""
+        each (up to `run`; the `behind` oldest of those in all) to `owner`, in one
+        transaction; their rows (schema.CLAIM)."""
 
     async def release(self, ids: Sequence[int]) -> None:
         if ids:
