@@ -4,7 +4,8 @@ model, on both engines; several claimers on PostgreSQL; heads backfilled on upgr
 The model is the rule in plain Python: per destination, a conversation's oldest pending row
 is its head (a row without a conversation is its own); a claim takes up to `limit` due heads
 not leased to the claimer, soonest due first, each with the due rows right behind it (up to
-`run` in all, stopping at the first that is not due); next_due is the soonest head not
+`run` in all, stopping at the first that is not due), of which only the `behind` oldest in
+all go with them; next_due is the soonest head not
 leased to the asker. Hypothesis drives the store and the model through the same ingests,
 claims, outcomes, revivals and burials, and every step compares what the store answers and
 holds in `heads` with the model.
