@@ -205,7 +205,7 @@ def inline_store() -> None:
     no GIL handoff to the store thread is ever waited for."""
     from relay.store.sqlite import SQLiteStore
 
-    async def _run(self: Any, function: Any, *args: Any) -> Any:
+    async def _run(self: Any, function: Any, *args: Any, reader: bool = False) -> Any:
         return function(*args)
 
     SQLiteStore._run = _run  # type: ignore[method-assign]

@@ -82,9 +82,9 @@ class SQLiteStore(ConsoleViews, SharedStore):
             thread.shutdown(wait=False)
             raise
         # After the writer's migrations: the reader opens the file as it now is.
-        reader = self._reader = ThreadPoolExecutor(1, thread_name_prefix="relay-sqlite-read")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="relay-sqlite-read")
         try:
-            await asyncio.get_running_loop().run_in_executor(reader, self._connect_reader)
+            await self._run(self._connect_reader, reader=True)
         except BaseException:
             await self.close()
             raise
@@ -111,12 +111,10 @@ class SQLiteStore(ConsoleViews, SharedStore):
         if self._lock is not None:
             self._lock.acquire()
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db = self._connection(
+                "journal_mode = WAL", f"synchronous = {self._synchronous}", "foreign_keys = ON"
+            )
             try:
-                db.execute("PRAGMA busy_timeout = 5000")
-                db.execute("PRAGMA journal_mode = WAL")
-                db.execute(f"PRAGMA synchronous = {self._synchronous}")
-                db.execute("PRAGMA foreign_keys = ON")
                 _migrate(db)
             except BaseException:
                 db.close()
@@ -131,16 +129,20 @@ class SQLiteStore(ConsoleViews, SharedStore):
 
     def _connect_reader(self) -> None:
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            try:
-                db.execute("PRAGMA busy_timeout = 5000")
-                db.execute("PRAGMA query_only = ON")
-            except BaseException:
-                db.close()
-                raise
+            self._rdb = self._connection("query_only = ON")
         except sqlite3.Error as error:
             raise self._unavailable(error) from error
-        self._rdb = db
+
+    def _connection(self, *pragmas: str) -> sqlite3.Connection:
+        """A connection to the file with `pragmas` set (closed again if one fails)."""
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            for pragma in ("busy_timeout = 5000", *pragmas):
+                db.execute(f"PRAGMA {pragma}")
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _disconnect_reader(self) -> None:
         db, self._rdb = self._rdb, None
@@ -157,25 +159,29 @@ class SQLiteStore(ConsoleViews, SharedStore):
         if self._lock is not None:
             self._lock.release()
 
-    async def _run(self, function: Callable[..., T], *args: Any) -> T:
-        if self._thread is None:
+    async def _run(self, function: Callable[..., T], *args: Any, reader: bool = False) -> T:
+        """Run `function(*args)` on the writer's thread (`reader`: the reader's)."""
+        thread = self._reader if reader else self._thread
+        if thread is None:
             raise StoreUnavailable(f"{self.path}: the store is not open")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, function, *args)
+        return await loop.run_in_executor(thread, function, *args)
 
-    async def _call(self, function: Callable[..., T], *args: Any) -> T:
-        """Run `function(db, *args)` on the store thread; sqlite errors become StoreUnavailable."""
-        return await self._run(self._guarded, function, *args)
+    async def _call(self, function: Callable[..., T], *args: Any, reader: bool = False) -> T:
+        """Run `function(db, *args)` on the writer's thread and connection (`reader`: the
+        reader's); sqlite errors become StoreUnavailable."""
+        return await self._run(self._guarded, reader, function, *args, reader=reader)
 
-    def _guarded(self, function: Callable[..., T], *args: Any) -> T:
-        if self._db is None:
+    def _guarded(self, reader: bool, function: Callable[..., T], *args: Any) -> T:
+        db = self._rdb if reader else self._db
+        if db is None:
             raise StoreUnavailable(f"{self.path}: the store is closed")
         try:
-            return function(self._db, *args)
+            return function(db, *args)
         except sqlite3.Error as error:
-            if self._db.in_transaction:
+            if db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
+                    db.execute("ROLLBACK")
             raise self._unavailable(error) from error
 
     def _unavailable(self, error: sqlite3.Error) -> StoreUnavailable:
@@ -189,20 +195,10 @@ class SQLiteStore(ConsoleViews, SharedStore):
 
     async def _read(self, statement: Statement, **params: Any) -> list[Sequence[Any]]:
         """A statement that stands alone, on the reader's thread and connection."""
-        if self._reader is None:
-            raise StoreUnavailable(f"{self.path}: the store is not open")
         query = statement.sqlite
-        return await asyncio.get_running_loop().run_in_executor(
-            self._reader, self._guarded_read, query.text, query.bind(params)
+        return await self._call(
+            lambda db: db.execute(query.text, query.bind(params)).fetchall(), reader=True
         )
-
-    def _guarded_read(self, text: str, params: Any) -> list[Sequence[Any]]:
-        if self._rdb is None:
-            raise StoreUnavailable(f"{self.path}: the store is closed")
-        try:
-            return self._rdb.execute(text, params).fetchall()
-        except sqlite3.Error as error:
-            raise self._unavailable(error) from error
 
     async def _write(self, *steps: Step) -> list[Any]:
         def write(db: sqlite3.Connection) -> list[Any]:
